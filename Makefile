@@ -1,0 +1,92 @@
+# Steerlab developer commands. Every target works on a fresh checkout: it builds .venv first.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+
+VENV ?= .venv
+PY = $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+# Test tiers that `make test` runs, in order; a tier whose directory does not exist yet is skipped.
+# Adding a tier is one line here.
+TEST_TIERS := tests/unit
+TEST_TIERS += tests/engines
+
+# `make test` under CI=true uses the derandomized hypothesis profile (tests/conftest.py).
+HYPOTHESIS_PROFILE ?= $(if $(filter true 1,$(CI)),ci,dev)
+
+empty :=
+space := $(empty) $(empty)
+MISSING_TIERS = $(filter-out $(wildcard $(TEST_TIERS)),$(TEST_TIERS))
+TIER_MARKERS = $(subst $(space), or ,$(strip $(notdir $(TEST_TIERS))))
+
+BENCH_LOG := /tmp/steerlab-bench-$(shell date +%Y%m%d-%H%M%S).log
+
+.PHONY: install test lint bench schema clean
+
+# ------------------------------------------------------------------------------------------
+# Environment: reinstalled when pyproject.toml changes.
+# ------------------------------------------------------------------------------------------
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3.11 -m venv $(VENV) 2>/dev/null || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --progress-bar off -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+# ------------------------------------------------------------------------------------------
+# Tests: unit + engine tiers (pytest's own exit status, "no tests collected" included).
+# ------------------------------------------------------------------------------------------
+test: install
+	@tiers=($(wildcard $(TEST_TIERS))); \
+	if [ $${#tiers[@]} -gt 0 ]; then \
+	  echo "==> test tiers: $${tiers[*]}$(if $(MISSING_TIERS), (no directory yet: $(MISSING_TIERS)))"; \
+	  args=("$${tiers[@]}"); \
+	else \
+	  echo "==> no test tier directory exists yet ($(TEST_TIERS))"; \
+	  args=(tests -m "$(TIER_MARKERS)"); \
+	fi; \
+	echo "==> HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE)"; \
+	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(PY) -m pytest "$${args[@]}" -p no:cacheprovider $(PYTEST_ARGS)
+
+# ------------------------------------------------------------------------------------------
+# Lint: every check runs; the target fails if any failed.
+# ------------------------------------------------------------------------------------------
+LINT_CMDS := "ruff check ." "ruff format --check ." "mypy" "lint-imports --no-cache --no-logo"
+
+lint: install
+	@status=0; \
+	for cmd in $(LINT_CMDS); do \
+	  echo "==> $$cmd"; \
+	  $(VENV)/bin/$$cmd || status=1; \
+	done; \
+	exit $$status
+
+# ------------------------------------------------------------------------------------------
+# Benchmarks: print each script's RESULT lines; the full output goes to $(BENCH_LOG).
+# ------------------------------------------------------------------------------------------
+bench: install
+	@status=0; shopt -s nullglob; scripts=(benchmarks/*.py); \
+	if [ $${#scripts[@]} -eq 0 ]; then echo "no benchmarks/*.py yet"; exit 0; fi; \
+	: > $(BENCH_LOG); \
+	for script in "$${scripts[@]}"; do \
+	  echo "==> $$script" | tee -a $(BENCH_LOG); \
+	  set +e; \
+	  $(PY) -u "$$script" 2>&1 | tee -a $(BENCH_LOG) | grep --line-buffered '^RESULT'; \
+	  rc=$${PIPESTATUS[0]}; \
+	  set -e; \
+	  if [ $$rc -ne 0 ]; then status=1; echo "FAILED: $$script (exit $$rc)" | tee -a $(BENCH_LOG); fi; \
+	done; \
+	echo "==> full output: $(BENCH_LOG)"; \
+	exit $$status
+
+# ------------------------------------------------------------------------------------------
+# The committed JSON schema of the intervention language.
+# ------------------------------------------------------------------------------------------
+schema: install
+	$(PY) -m interventions.spec --write
+
+clean:
+	rm -rf build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache
+	find . \( -path ./.venv -o -path './$(VENV)' \) -prune -o -type d -name __pycache__ -exec rm -rf {} +

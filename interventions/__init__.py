@@ -1,0 +1,1 @@
+"""Steerlab's pure intervention library: torch + pydantic, never Django/Celery/Channels/vLLM."""

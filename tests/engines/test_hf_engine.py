@@ -1,0 +1,416 @@
+"""The transformers engine: isolation, no recomputation, live control, reads, and refusals."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from interventions.plan import CompiledRecipe, ProbeData, RecipeError, VectorData, compile_recipe
+from interventions.spec import Adjustment, parse_recipe
+from interventions.tiny import load_tiny
+from workers.engines.base import (
+    AdjustedEvent,
+    FinishedEvent,
+    GenerationRequest,
+    ReadEvent,
+    RequestError,
+    SamplingParams,
+    TokenEvent,
+)
+from workers.engines.hf import HFEngine, HFEngineCore
+
+from .conftest import Result, assert_close_runs, collect, run_alone, run_schedule
+
+MakeCore = Callable[..., HFEngineCore]
+HIDDEN = 64
+LAYERS = 4
+
+
+def _t(seed: int, width: int = HIDDEN) -> torch.Tensor:
+    return torch.randn(width, generator=torch.Generator().manual_seed(seed))
+
+
+RESOLVED: dict[str, Any] = {
+    "v1": VectorData("v1", {layer: _t(10 + layer) * 2 for layer in range(LAYERS)}),
+    "v2": VectorData("v2", {layer: _t(20 + layer) for layer in range(LAYERS)}),
+    "p1": ProbeData("p1", _t(30) / 8, 0.1),
+    "p2": ProbeData("p2", _t(31) / 8, -0.2),
+}
+
+
+def _recipe(core: HFEngineCore, items: list[dict[str, Any]]) -> CompiledRecipe:
+    return compile_recipe(parse_recipe({"interventions": items}), core.shape, RESOLVED, model="tiny")
+
+
+def _prompt(seed: int, n: int) -> tuple[int, ...]:
+    g = torch.Generator().manual_seed(seed)
+    return tuple(int(t) for t in torch.randint(5, 500, (n,), generator=g))
+
+
+def _req(
+    rid: str, prompt: tuple[int, ...], recipe: CompiledRecipe | None = None, **kw: Any
+) -> GenerationRequest:
+    sampling = kw.pop("sampling", SamplingParams(max_new_tokens=kw.pop("n", 6)))
+    return GenerationRequest(
+        rid,
+        prompt,
+        recipe=recipe or CompiledRecipe((), (), (), 0),
+        sampling=sampling,
+        record_logits=True,
+        **kw,
+    )
+
+
+def _forced(req: GenerationRequest, tokens: list[int]) -> GenerationRequest:
+    return GenerationRequest(
+        req.request_id,
+        req.prompt_tokens,
+        recipe=req.recipe,
+        sampling=req.sampling,
+        overrides=req.overrides,
+        scheduled=req.scheduled,
+        forced_tokens=tuple(tokens),
+        record_logits=True,
+    )
+
+
+# ---------------------------------------------------------------------------------------- isolation
+OPS = st.sampled_from(
+    ["steer", "steer_unit", "project_out", "clamp", "ablate", "probe", "lens", "gated", "late_gate"]
+)
+POSITIONS = st.sampled_from(
+    ["all", "prompt", "generated", "last_prompt", {"start": 1, "step": 2}, {"indices": [0, -1]}]
+)
+
+
+@st.composite
+def recipe_items(draw: st.DrawFn) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for _ in range(draw(st.integers(0, 4))):
+        op = draw(OPS)
+        layer = draw(st.integers(-LAYERS, LAYERS - 1))
+        point = draw(st.sampled_from(["resid_pre", "resid_post", "attn_out", "mlp_out"]))
+        pos = draw(POSITIONS)
+        scale = draw(st.sampled_from([0.5, 2.0, -3.0]))
+        base = {"layer": layer, "point": point, "positions": pos}
+        if op == "steer":
+            items.append(
+                {"op": "steer", "vector": draw(st.sampled_from(["v1", "v2"])), "scale": scale, **base}
+            )
+        elif op == "steer_unit":
+            items.append(
+                {"op": "steer", "vector": "v2", "scale": 4 * scale, "normalize": "resid_norm", **base}
+            )
+        elif op == "project_out":
+            items.append({"op": "project_out", "direction": "v1", **base})
+        elif op == "clamp":
+            items.append({"op": "clamp", "direction": "v2", "value": scale, **base})
+        elif op == "ablate":
+            items.append({"op": "ablate", "dims": [1, 7, 30], **base})
+        elif op == "probe":
+            items.append({"op": "probe", "probe": draw(st.sampled_from(["p1", "p2"])), **base})
+        elif op == "lens":
+            items.append({"op": "logit_lens", "k": 3, **{**base, "point": "resid_post"}})
+        else:
+            gate_layer = LAYERS - 1 if op == "late_gate" else 0
+            gate = {"probe": "p1", "layer": gate_layer, "threshold": 0.0}
+            items.append({"op": "steer", "vector": "v1", "scale": scale, "when": gate, **base})
+    return items
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> list[tuple[int, list[dict[str, Any]], int, int, int]]:
+    """1-8 requests: (join step, recipe items, prompt length, max new tokens, prompt seed)."""
+    n = draw(st.integers(1, 8))
+    return [
+        (
+            draw(st.integers(0, 4)),
+            draw(recipe_items()),
+            draw(st.integers(1, 12)),
+            draw(st.integers(1, 6)),
+            draw(st.integers(0, 10_000)),
+        )
+        for _ in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def shared_core() -> HFEngineCore:
+    model, tokenizer = load_tiny()
+    return HFEngineCore(model, tokenizer, max_requests=16, num_blocks=16, max_batch_tokens=48)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(scenario=scenarios())
+def test_every_request_in_a_mixed_batch_matches_its_solo_run(
+    shared_core: HFEngineCore, scenario: Any
+) -> None:
+    core = shared_core
+    schedule = []
+    for i, (join, items, plen, new, seed) in enumerate(scenario):
+        recipe = _recipe(core, items) if items else None
+        schedule.append((join, _req(f"r{i}", _prompt(seed, plen), recipe, n=new)))
+    solo = {req.request_id: run_alone(core, req) for _, req in schedule}
+    mixed = run_schedule(core, schedule)
+    forced = run_schedule(core, [(j, _forced(r, solo[r.request_id].tokens)) for j, r in schedule])
+    for _, req in schedule:
+        rid = req.request_id
+        assert_close_runs(solo[rid], mixed[rid], forced=forced[rid])
+        assert solo[rid].finished is not None and solo[rid].finished.reason == "length"
+
+
+# ---------------------------------------------------------------------------------------- scheduling
+def test_a_request_joining_mid_decode_recomputes_nothing(make_core: MakeCore) -> None:
+    core = make_core()
+    rows: list[int] = []
+    core.model.get_input_embeddings().register_forward_hook(lambda m, i, o: rows.append(int(i[0].numel())))
+    a = _req("a", _prompt(1, 9), n=8)
+    b = _req("b", _prompt(2, 5), n=4)
+    results = run_schedule(core, [(0, a), (3, b)])
+    # One prefill forward for a, then 7 decode forwards; b's prefill rides in a's 4th forward.
+    assert core.forward_passes == 8
+    assert rows == [9, 1, 1, 5 + 1, 2, 2, 2, 1]
+    assert sum(rows) == 9 + 7 + 5 + 3, "every token was fed exactly once"
+    assert results["a"].tokens == run_alone(make_core(), a).tokens
+    assert results["b"].tokens == run_alone(make_core(), b).tokens
+
+
+def test_reads_cover_every_token_including_the_last_generated(make_core: MakeCore) -> None:
+    core = make_core()
+    recipe = _recipe(
+        core, [{"op": "probe", "layer": 1, "probe": "p1"}, {"op": "logit_lens", "layer": 2, "k": 2}]
+    )
+    res = run_alone(core, _req("a", _prompt(3, 5), recipe, n=4))
+    assert sorted(res.reads) == list(range(5 + 4))
+    assert all(set(r.probes) == {0} and set(r.lens) == {1} for r in res.reads.values())
+    assert core.forward_passes == 1 + 4, "one extra forward reads the last token"
+    assert res.tokens == run_alone(make_core(), _req("a", _prompt(3, 5), n=4)).tokens
+    order = [type(e).__name__ for e in res.events]
+    assert order[-3:] == ["TokenEvent", "ReadEvent", "FinishedEvent"]
+
+
+def test_read_positions_follow_the_selector(make_core: MakeCore) -> None:
+    core = make_core()
+    recipe = _recipe(
+        core,
+        [
+            {"op": "probe", "layer": 1, "probe": "p1", "positions": "generated"},
+            {"op": "probe", "layer": 1, "probe": "p2", "positions": {"indices": [-1]}},
+        ],
+    )
+    res = run_alone(core, _req("a", _prompt(4, 6), recipe, n=3))
+    assert sorted(res.reads) == [5, 6, 7, 8]
+    assert set(res.reads[5].probes) == {1}
+    assert all(set(res.reads[p].probes) == {0} for p in (6, 7, 8))
+
+
+def test_stop_tokens_finish_with_reason_stop(make_core: MakeCore) -> None:
+    core = make_core()
+    prompt = _prompt(5, 6)
+    free = run_alone(core, _req("a", prompt, n=6))
+    stop_at = free.tokens[2]
+    res = run_alone(
+        core, _req("b", prompt, sampling=SamplingParams(max_new_tokens=6, stop_token_ids=(stop_at,)))
+    )
+    first = free.tokens.index(stop_at)
+    assert res.tokens == free.tokens[: first + 1]
+    assert res.finished is not None and res.finished.reason == "stop"
+
+
+# ---------------------------------------------------------------------------------------- sampling
+def test_seeded_sampling_is_independent_of_the_batch(make_core: MakeCore) -> None:
+    core = make_core()
+    sampled = SamplingParams(max_new_tokens=8, temperature=1.0, top_p=0.9, seed=7)
+    req = _req("s", _prompt(6, 4), sampling=sampled)
+    alone = run_alone(core, req)
+    others = [(0, _req(f"o{i}", _prompt(10 + i, 3 + i), n=8)) for i in range(3)]
+    mixed = run_schedule(core, [*others, (1, req)])
+    assert mixed["s"].tokens == alone.tokens
+    reseeded = run_alone(core, _req("s", _prompt(6, 4), sampling=SamplingParams(8, 1.0, 0.9, seed=8)))
+    assert reseeded.tokens != alone.tokens
+    greedy = run_alone(core, _req("g", _prompt(6, 4), n=8))
+    assert greedy.tokens != alone.tokens
+
+
+# ---------------------------------------------------------------------------------------- hooks reference
+def test_engine_steering_equals_a_plain_forward_hook_implementation(make_core: MakeCore) -> None:
+    core = make_core()
+    v = RESOLVED["v1"].directions[2]
+    recipe = _recipe(core, [{"op": "steer", "layer": 2, "vector": "v1", "scale": 3.0}])
+    prompt = _prompt(7, 10)
+    engine = run_alone(core, _req("a", prompt, recipe, n=8))
+
+    reference, _ = load_tiny()
+    layer = reference.model.layers[2]
+    layer.register_forward_hook(
+        lambda m, i, o: (o[0] + 3.0 * v, *o[1:]) if isinstance(o, tuple) else o + 3.0 * v
+    )
+    out = reference.generate(
+        torch.tensor([prompt]),
+        max_new_tokens=8,
+        do_sample=False,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
+    hooked = Result(tokens=out.sequences[0, len(prompt) :].tolist(), logits=[lg[0] for lg in out.logits])
+    hooked.finished = FinishedEvent("a", "length", tuple(hooked.tokens))
+    unsteered = run_alone(core, _req("b", prompt, n=8))
+    assert unsteered.tokens != engine.tokens, "the steering changes the output"
+    forced = run_alone(core, _forced(_req("a", prompt, recipe, n=8), hooked.tokens))
+    assert_close_runs(hooked, engine, forced=forced)
+
+
+# ---------------------------------------------------------------------------------------- live control
+def _run_with_adjust_at(core: HFEngineCore, req: GenerationRequest, step: int, adj: Adjustment) -> Result:
+    results: dict[str, Result] = {}
+    core.add(req)
+    n = 0
+    while core.has_work():
+        if n == step:
+            core.adjust(req.request_id, adj)
+        collect(core.step(), results)
+        n += 1
+    return results[req.request_id]
+
+
+def test_adjust_applies_from_the_next_token_and_replays_from_its_log(make_core: MakeCore) -> None:
+    core = make_core()
+    recipe = _recipe(core, [{"op": "steer", "layer": 1, "vector": "v1", "scale": 0.0}])
+    req = _req("a", _prompt(8, 6), recipe, n=10)
+    plain = run_alone(core, req)
+    adjusted = _run_with_adjust_at(core, req, 4, Adjustment(index=0, scale=6.0))
+    acks = [e for e in adjusted.events if isinstance(e, AdjustedEvent)]
+    # Steps 0-3 produced tokens 0-3; the adjustment queued before step 4 shapes token 4 on.
+    assert len(acks) == 1 and acks[0].index == 4
+    at = acks[0].index
+    assert adjusted.tokens[:at] == plain.tokens[:at], "tokens before the adjustment are unchanged"
+    assert adjusted.tokens[at:] != plain.tokens[at:], "the following tokens change"
+    log = ((at, acks[0].adjustment),)
+    replay = run_alone(
+        core,
+        GenerationRequest("a", req.prompt_tokens, recipe, req.sampling, scheduled=log, record_logits=True),
+    )
+    assert replay.tokens == adjusted.tokens
+    for a, b in zip(replay.logits, adjusted.logits, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_disable_toggle_and_overrides(make_core: MakeCore) -> None:
+    core = make_core()
+    recipe = _recipe(core, [{"op": "steer", "layer": 1, "vector": "v1", "scale": 5.0}])
+    prompt = _prompt(9, 5)
+    plain = run_alone(core, _req("p", prompt, n=6))
+    off = run_alone(core, _req("a", prompt, recipe, n=6, overrides=(Adjustment(index=0, enabled=False),)))
+    assert off.tokens == plain.tokens
+    steered = run_alone(core, _req("b", prompt, recipe, n=6))
+    assert steered.tokens != plain.tokens
+
+
+def test_abort_finishes_within_one_step(make_core: MakeCore) -> None:
+    core = make_core()
+    results: dict[str, Result] = {}
+    core.add(_req("a", _prompt(10, 4), n=50))
+    core.add(_req("b", _prompt(11, 4), n=5))
+    for _ in range(3):
+        collect(core.step(), results)
+    core.abort("a")
+    collect(core.step(), results)
+    fin = results["a"].finished
+    assert fin is not None and fin.reason == "aborted" and len(fin.tokens) == 3
+    while core.has_work():
+        collect(core.step(), results)
+    assert len(results["b"].tokens) == 5
+    assert core.live_requests() == 0 and len(core.plan) == 0
+
+
+# ---------------------------------------------------------------------------------------- bad input
+def test_bad_requests_are_refused_before_any_forward(make_core: MakeCore) -> None:
+    core = make_core()
+    ok = _recipe(core, [{"op": "steer", "layer": 1, "vector": "v1"}])
+    bad: list[tuple[GenerationRequest, str]] = [
+        (_req("a", ()), "the prompt is empty"),
+        (_req("a", (1, 100_000)), "prompt token ids must be in [0, 512)"),
+        (_req("a", (1, -3)), "prompt token ids"),
+        (_req("", (1, 2)), "request_id"),
+        (_req("a", _prompt(1, 4), n=5000), "exceeds the engine's context"),
+        (_req("a", (1, 2), ok, overrides=(Adjustment(index=3, scale=1.0),)), "not a write op"),
+        (
+            _req(
+                "a",
+                (1, 2),
+                _recipe(core, [{"op": "probe", "layer": 0, "probe": "p1", "positions": {"indices": [-3]}}]),
+            ),
+            "before the start of a 2-token prompt",
+        ),
+        (_req("a", (1, 2), forced_tokens=(999,)), "forced token ids"),
+    ]
+    for req, needle in bad:
+        with pytest.raises(RequestError) as err:
+            core.add(req)
+        assert needle in str(err.value)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        SamplingParams(max_new_tokens=0)
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingParams(top_p=0.0)
+    with pytest.raises(RecipeError, match="out of range"):
+        _recipe(core, [{"op": "steer", "layer": 9, "vector": "v1"}])
+    with pytest.raises(RecipeError, match="does not match the site's width"):
+        compile_recipe(
+            parse_recipe({"interventions": [{"op": "steer", "layer": 0, "vector": "w"}]}),
+            core.shape,
+            {"w": VectorData("w", {0: torch.ones(HIDDEN + 1)})},
+        )
+    core.add(_req("dup", (1, 2)))
+    with pytest.raises(RequestError, match="already live"):
+        core.add(_req("dup", (3, 4)))
+    assert core.forward_passes == 0, "nothing ran"
+
+
+# ---------------------------------------------------------------------------------------- async engine
+def test_async_engine_streams_events_and_takes_live_control() -> None:
+    model, tokenizer = load_tiny()
+    engine = HFEngine(HFEngineCore(model, tokenizer, max_requests=8, num_blocks=8, min_step_time=0.01))
+    recipe = compile_recipe(
+        parse_recipe(
+            {
+                "interventions": [
+                    {"op": "steer", "layer": 1, "vector": "v1", "scale": 0.0},
+                    {"op": "probe", "layer": 2, "probe": "p1"},
+                ]
+            }
+        ),
+        engine.core.shape,
+        RESOLVED,
+    )
+
+    async def main() -> tuple[list[Any], list[Any]]:
+        async def consume(req: GenerationRequest, adjust_after: int | None) -> list[Any]:
+            events = []
+            async for event in engine.submit(req):
+                events.append(event)
+                if isinstance(event, TokenEvent) and event.index == adjust_after:
+                    engine.adjust(req.request_id, Adjustment(index=0, scale=5.0))
+            return events
+
+        return await asyncio.gather(
+            consume(_req("x", _prompt(12, 5), recipe, n=12), adjust_after=2),
+            consume(_req("y", _prompt(13, 5), n=12), adjust_after=None),
+        )
+
+    try:
+        ev_x, ev_y = asyncio.run(main())
+        with pytest.raises(RequestError):
+            asyncio.run(anext(engine.submit(_req("z", ()))))  # type: ignore[arg-type]
+    finally:
+        engine.shutdown()
+    assert isinstance(ev_x[-1], FinishedEvent) and isinstance(ev_y[-1], FinishedEvent)
+    assert sum(isinstance(e, TokenEvent) for e in ev_x) == 12
+    assert sum(isinstance(e, ReadEvent) for e in ev_x) == 5 + 12
+    assert any(isinstance(e, AdjustedEvent) for e in ev_x)
+    assert not any(isinstance(e, ReadEvent) for e in ev_y)

@@ -1,0 +1,1 @@
+"""Steerlab's worker side: the Celery app, thin tasks and engine hosting."""

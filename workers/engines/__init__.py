@@ -1,0 +1,1 @@
+"""Inference engines behind one Engine protocol: the transformers reference engine (hf) and, later, vLLM."""

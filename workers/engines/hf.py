@@ -1,0 +1,654 @@
+"""The transformers reference engine: continuous batching with per-request interventions.
+
+Built on transformers' own ``ContinuousBatchingManager`` (paged KV cache, packed ``[1, tokens]``
+batches): its scheduler, cache and batch tensors are reused, but its background thread is not.
+``HFEngineCore.step()`` drives one forward pass at a time, so "a request joins at step k" is
+deterministic in tests, and the asynchronous ``HFEngine`` runs the same core in one thread.
+
+Per step the core (1) applies queued control (aborts, live adjustments, replayed adjustments),
+(2) admits new requests into the plan and the scheduler, (3) lets the scheduler build the batch,
+(4) derives each row's request slot from the batch layout and hands it with the row positions to
+``BatchPlan.begin_step`` (the hooks then apply every request's lanes with static-shape ops), and
+(5) samples with per-request seeds, turns the outputs into events and retires finished requests.
+A joining request is prefilled in the same forward as the others' decode rows: nobody else's KV
+is recomputed.
+
+Reads cover every token, the last generated one included: a request that reads is kept for one
+extra forward after its last token (whose sampled successor is discarded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from transformers import GenerationConfig, PreTrainedModel
+from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+from interventions.plan import BatchPlan, RecipeError, Site, positions_contain, resolve_positions
+from interventions.sites import adapter_for, install_hook
+from interventions.spec import Adjustment
+from workers.engines import sampling
+from workers.engines.base import (
+    AdjustedEvent,
+    EngineInfo,
+    Event,
+    FinishedEvent,
+    FinishReason,
+    GenerationRequest,
+    ReadEvent,
+    RequestError,
+    TokenEvent,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Live:
+    req: GenerationRequest
+    slot: int = 0
+    next_pos: int = 0  # absolute position of the next row the scheduler will feed
+    tokens: list[int] = field(default_factory=list)
+    finishing: FinishReason | None = None  # set when the last token is out but its reads are not
+    scheduled: list[tuple[int, Adjustment]] = field(default_factory=list)
+    reads: bool = False
+
+    @property
+    def prompt_len(self) -> int:
+        return len(self.req.prompt_tokens)
+
+
+class HFEngineCore:
+    """A step-driven continuous-batching engine on one transformers model.
+
+    Args:
+        model: a causal LM of a family ``interventions.sites`` supports, in eval mode.
+        tokenizer: used only to tokenize patch sources given as text.
+        model_name: the deployment name resolved tensors must belong to.
+        max_requests: concurrent request slots.
+        max_batch_tokens: tokens per forward (a long prompt is prefilled in chunks).
+        num_blocks: KV cache capacity in pages of ``page_size`` tokens.
+        page_size: tokens per KV page.
+        min_step_time: seconds; a step never returns sooner (tests that act during a generation).
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: Any = None,
+        *,
+        model_name: str = "model",
+        max_requests: int = 64,
+        max_batch_tokens: int = 512,
+        num_blocks: int = 64,
+        page_size: int = 256,
+        min_step_time: float = 0.0,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.min_step_time = min_step_time
+        self.adapter = adapter_for(model)
+        self.shape = self.adapter.shape()
+        self.device = next(model.parameters()).device
+        self.max_context = min(
+            int(getattr(model.config, "max_position_embeddings", 1 << 20) or 1 << 20), num_blocks * page_size
+        )
+        self.max_requests = max_requests
+        self._hooks: list[Any] = []
+        self.plan = BatchPlan(
+            self.shape,
+            max_requests=max_requests,
+            device=self.device,
+            dtype=model.dtype,
+            lens_fn=self.adapter.logit_lens,
+            on_new_site=self._install_site,
+        )
+        generation_config = GenerationConfig(do_sample=False, eos_token_id=None, pad_token_id=0)
+        cb_config = ContinuousBatchingConfig(
+            num_blocks=num_blocks,
+            page_size=page_size,
+            max_batch_tokens=max_batch_tokens,
+            max_requests_per_batch=max_requests,
+            allow_block_sharing=False,  # KV computed under one request's interventions is never shared
+            use_cuda_graph=False,
+            use_async_batching=False,
+        )
+        self._manager = model.init_continuous_batching(  # type: ignore[operator]
+            generation_config=generation_config, continuous_batching_config=cb_config
+        )
+        self._bp = self._manager._create_batch_processor()
+        self._manager.batch_processor = self._bp
+        self._bp.model_runner._sample = self._sample  # per-request seeded sampling
+        # Per-slot sampling tables (host), gathered per step by the rows' slots.
+        slots = max_requests + 1
+        self._temperature = np.zeros(slots, dtype=np.float32)
+        self._top_p = np.ones(slots, dtype=np.float32)
+        self._seed = np.zeros(slots, dtype=np.int64)
+        self._forced = np.full(slots, -1, dtype=np.int64)
+        self._sampling_tables: tuple[Tensor, ...] | None = None
+        self._num_sampling = 0
+        self._live: dict[str, _Live] = {}
+        self._pending: queue.SimpleQueue[GenerationRequest] = queue.SimpleQueue()
+        self._control: queue.SimpleQueue[tuple[str, str, Adjustment | None]] = queue.SimpleQueue()
+        self._known: set[str] = set()
+        self._known_lock = threading.Lock()
+        self._scheduled_ids: set[str] = set()
+        self._layout_key: tuple[Any, ...] = ()
+        self._layout: tuple[Tensor, Tensor] | None = None
+        self._step_sampling: tuple[Tensor, ...] | None = None
+        self._step_logprobs: Tensor | None = None
+        self._step_logits: Tensor | None = None
+        self._capture: dict[Site, Tensor | None] | None = None
+        self.forward_passes = 0
+        self.steps = 0
+
+    # ------------------------------------------------------------------ public API
+    def info(self) -> EngineInfo:
+        return EngineInfo(
+            model=self.model_name,
+            engine="hf",
+            num_layers=self.shape.num_layers,
+            hidden_size=self.shape.hidden_size,
+            mlp_size=self.shape.mlp_size,
+            vocab_size=self.shape.vocab_size,
+            capabilities=("steer", "ablate", "project_out", "clamp", "patch", "probe", "logit_lens", "when"),
+        )
+
+    def add(self, req: GenerationRequest) -> None:
+        """Queue a request; it joins the batch at the next step. Raises RequestError on bad input."""
+        self._validate(req)
+        with self._known_lock:
+            if req.request_id in self._known:
+                raise RequestError(f"request id {req.request_id!r} is already live")
+            self._known.add(req.request_id)
+        self._pending.put(req)
+
+    def adjust(self, request_id: str, adjustment: Adjustment) -> None:
+        """Queue a live change; it applies from the next step (acknowledged by an AdjustedEvent)."""
+        self._control.put(("adjust", request_id, adjustment))
+
+    def abort(self, request_id: str) -> None:
+        self._control.put(("abort", request_id, None))
+
+    def has_work(self) -> bool:
+        return bool(self._live) or not self._pending.empty() or not self._control.empty()
+
+    def live_requests(self) -> int:
+        return len(self._live)
+
+    # ------------------------------------------------------------------ validation
+    def _validate(self, req: GenerationRequest) -> None:
+        if not req.request_id or len(req.request_id) > 200:
+            raise RequestError("request_id must be 1-200 characters")
+        if not req.prompt_tokens:
+            raise RequestError("the prompt is empty")
+        vocab = self.shape.vocab_size
+        if not all(type(t) is int for t in req.prompt_tokens):
+            raise RequestError("prompt tokens must be integers")
+        if min(req.prompt_tokens) < 0 or max(req.prompt_tokens) >= vocab:
+            raise RequestError(f"prompt token ids must be in [0, {vocab})")
+        need = len(req.prompt_tokens) + req.sampling.max_new_tokens + 1
+        if need > self.max_context:
+            raise RequestError(
+                f"prompt ({len(req.prompt_tokens)} tokens) + max_new_tokens ({req.sampling.max_new_tokens}) "
+                f"exceeds the engine's context of {self.max_context} tokens"
+            )
+        if req.forced_tokens is not None and any(not 0 <= t < vocab for t in req.forced_tokens):
+            raise RequestError(f"forced token ids must be in [0, {vocab})")
+        recipe = req.recipe
+        for item in recipe.items():
+            layer, point = item.site
+            if not 0 <= layer < self.shape.num_layers:
+                raise RequestError(f"interventions[{item.index}]: layer {layer} out of range for this model")
+            width = self.shape.mlp_size if point == "mlp_act" else self.shape.hidden_size
+            for t in (getattr(item, "direction", None), getattr(item, "weight", None)):
+                if t is not None and t.shape[-1] != width:
+                    raise RequestError(
+                        f"interventions[{item.index}]: width {t.shape[-1]} != site width {width}"
+                    )
+            try:
+                resolve_positions(item.positions, len(req.prompt_tokens))
+            except RecipeError as e:
+                raise RequestError(f"interventions[{item.index}].positions: {e}") from e
+        writable = {lane.index for lane in recipe.lanes}
+        for adj in (*req.overrides, *(a for _, a in req.scheduled)):
+            if adj.index not in writable:
+                raise RequestError(f"adjustment names intervention {adj.index}, which is not a write op")
+        for lane in recipe.lanes:
+            if lane.op == "patch" and lane.patch_text is not None and self.tokenizer is None:
+                raise RequestError("patch sources given as text need an engine with a tokenizer")
+
+    # ------------------------------------------------------------------ hooks
+    def _install_site(self, site: Site) -> None:
+        width = self.shape.mlp_size if site[1] == "mlp_act" else self.shape.hidden_size
+        ref = self.adapter.locate(*site)
+        plan = self.plan
+
+        def hook(h: Tensor) -> Tensor:
+            if self._capture is not None and site in self._capture:
+                self._capture[site] = h.detach().reshape(-1, width).clone()
+            return plan.apply(site, h)
+
+        self._hooks.append(install_hook(ref, hook))
+
+    # ------------------------------------------------------------------ the step
+    @torch.no_grad()
+    def step(self) -> list[Event]:
+        """Run at most one forward pass; return the events it produced (possibly none)."""
+        started = time.perf_counter()
+        events: list[Event] = []
+        self._apply_control(events)
+        self._admit(events)
+        ran = self._forward(events)
+        if ran:
+            self.steps += 1
+            spare = self.min_step_time - (time.perf_counter() - started)
+            if spare > 0:
+                time.sleep(spare)
+        return events
+
+    def _apply_control(self, events: list[Event]) -> None:
+        while True:
+            try:
+                kind, rid, adj = self._control.get_nowait()
+            except queue.Empty:
+                break
+            live = self._live.get(rid)
+            if live is None:
+                continue  # finished already, or not admitted yet (handled at admission)
+            if kind == "abort":
+                self._finish(live, "aborted", events)
+            elif adj is not None:
+                try:
+                    self.plan.adjust(rid, adj)
+                except ValueError as e:
+                    log.warning("engine.adjust_refused %s: %s", rid, e)
+                    continue
+                events.append(AdjustedEvent(rid, len(live.tokens), adj))
+        for rid in list(self._scheduled_ids):
+            live = self._live[rid]
+            while live.scheduled and live.scheduled[0][0] <= len(live.tokens):
+                _, adj = live.scheduled.pop(0)
+                self.plan.adjust(rid, adj)
+                events.append(AdjustedEvent(rid, len(live.tokens), adj))
+            if not live.scheduled:
+                self._scheduled_ids.discard(rid)
+
+    def _admit(self, events: list[Event]) -> None:
+        while True:
+            try:
+                req = self._pending.get_nowait()
+            except queue.Empty:
+                break
+            aborted = self._drain_aborts_for(req.request_id)
+            if aborted:
+                events.append(FinishedEvent(req.request_id, "aborted", ()))
+                self._forget(req.request_id)
+                continue
+            try:
+                patches = self._patch_sources(req)
+                slot = self.plan.add(req.request_id, req.recipe, len(req.prompt_tokens), patches)
+            except (ValueError, RuntimeError) as e:
+                events.append(FinishedEvent(req.request_id, "error", (), error=str(e)))
+                self._forget(req.request_id)
+                continue
+            live = _Live(req=req, slot=slot, scheduled=sorted(req.scheduled, key=lambda s: s[0]))
+            live.reads = req.recipe.has_reads
+            for adj in req.overrides:
+                self.plan.adjust(req.request_id, adj)
+            self._live[req.request_id] = live
+            if live.scheduled:
+                self._scheduled_ids.add(req.request_id)
+                while live.scheduled and live.scheduled[0][0] <= 0:
+                    self.plan.adjust(req.request_id, live.scheduled.pop(0)[1])
+            s = req.sampling
+            self._temperature[slot] = s.temperature
+            self._top_p[slot] = s.top_p
+            self._seed[slot] = s.seed
+            self._forced[slot] = req.forced_tokens[0] if req.forced_tokens else -1
+            self._num_sampling += s.temperature > 0
+            self._tables_stale()
+            self._manager.add_request(
+                list(req.prompt_tokens), request_id=req.request_id, max_new_tokens=None, eos_token_id=-1
+            )
+
+    def _drain_aborts_for(self, rid: str) -> bool:
+        # An abort queued before its request was admitted: keep the other control messages.
+        keep, hit = [], False
+        while True:
+            try:
+                item = self._control.get_nowait()
+            except queue.Empty:
+                break
+            if item[0] == "abort" and item[1] == rid:
+                hit = True
+            else:
+                keep.append(item)
+        for item in keep:
+            self._control.put(item)
+        return hit
+
+    def _patch_sources(self, req: GenerationRequest) -> dict[int, Tensor] | None:
+        lanes = [lane for lane in req.recipe.lanes if lane.op == "patch"]
+        if not lanes:
+            return None
+        out: dict[int, Tensor] = {}
+        for lane in lanes:
+            tokens = lane.patch_tokens
+            if tokens is None:
+                tokens = tuple(self.tokenizer.encode(lane.patch_text, add_special_tokens=False))
+            if not tokens or max(tokens) >= self.shape.vocab_size:
+                raise RequestError(f"interventions[{lane.index}]: the patch source has no valid tokens")
+            out[lane.index] = self.source_activations(tokens, [lane.site])[lane.site]
+        return out
+
+    @torch.no_grad()
+    def source_activations(
+        self, tokens: tuple[int, ...] | list[int], sites: list[Site]
+    ) -> dict[Site, Tensor]:
+        """Activations of an unsteered forward of ``tokens`` at ``sites`` (patch sources).
+
+        A plain forward outside the paged cache, with every row in the null slot (no lanes apply).
+        """
+        for site in sites:
+            self.plan.ensure_site(site)
+        self._capture = dict.fromkeys(sites)
+        try:
+            n = len(tokens)
+            self.plan.begin_step(
+                torch.zeros(n, dtype=torch.long, device=self.device), torch.arange(n, device=self.device)
+            )
+            with self._plain_attention():
+                self.model(input_ids=torch.tensor([list(tokens)], device=self.device), use_cache=False)
+            self.plan.end_step()
+            captured = self._capture
+        finally:
+            self._capture = None
+        return {site: t for site, t in captured.items() if t is not None}
+
+    def _plain_attention(self) -> Any:
+        manager = self._manager
+        original = manager._original_attn_impl
+
+        class _Ctx:
+            def __enter__(self_inner) -> None:
+                if original is not None:
+                    self.model.set_attn_implementation(original)
+
+            def __exit__(self_inner, *exc: object) -> None:
+                if original is not None:
+                    manager.switch_to_cb_friendly_attn(self.model, False)
+
+        return _Ctx()
+
+    def _forward(self, events: list[Event]) -> bool:
+        bp = self._bp
+        if not bp.prepare_next_batch():
+            return False
+        io = bp.inputs_and_outputs
+        batch = io.requests_in_batch
+        key = tuple((f.state.request_id, f.query_length, f.has_new_token) for f in batch)
+        if key != self._layout_key:
+            self._set_layout(key)
+        assert self._layout is not None and self._sampling_tables is not None
+        row_slot, logit_slots = self._layout
+        rows = row_slot.shape[0]
+        row_pos = io.position_ids[:rows].long()
+        self.plan.begin_step(row_slot, row_pos)
+        logit_rows = io.logits_indices[: logit_slots.shape[0]].long()
+        temp, top_p, seed, forced = self._sampling_tables
+        self._step_sampling = (
+            temp[logit_slots],
+            top_p[logit_slots],
+            seed[logit_slots],
+            row_pos[logit_rows] + 1,
+            forced[logit_slots],
+        )
+        bp._generation_step(self.model)
+        self.forward_passes += 1
+        reads = self.plan.end_step()
+        n_new = logit_slots.shape[0]
+        new_tokens = io.output_ids[0, :n_new].tolist()
+        logprobs = self._step_logprobs.tolist() if self._step_logprobs is not None else [0.0] * n_new
+        scores = reads.scores.cpu() if reads.scores is not None else None
+        lens = {site: (ids.cpu(), probs.cpu()) for site, (ids, probs) in reads.lens.items()}
+        bp.update_batch()
+        row = 0
+        out_i = 0
+        for f in batch:
+            live = self._live.get(f.state.request_id)
+            qlen = f.query_length
+            if live is None:  # aborted during this step's control phase cannot happen; defensive
+                row += qlen
+                out_i += f.has_new_token
+                continue
+            if live.reads:
+                self._emit_reads(live, row, qlen, scores, lens, events)
+            live.next_pos += qlen
+            row += qlen
+            if f.has_new_token:
+                token, logprob = new_tokens[out_i], logprobs[out_i]
+                logits = self._logits_row(out_i) if live.req.record_logits else None
+                out_i += 1
+                self._on_token(live, token, logprob, logits, events)
+        return True
+
+    def _set_layout(self, key: tuple[Any, ...]) -> None:
+        # Host work that depends on requests happens only when the batch's composition changes.
+        slots = [self._live[rid].slot if rid in self._live else 0 for rid, _, _ in key]
+        qlens = [q for _, q, _ in key]
+        row_slot = torch.repeat_interleave(torch.tensor(slots, dtype=torch.long), torch.tensor(qlens))
+        logit_slots = torch.tensor(
+            [s for s, (_, _, new) in zip(slots, key, strict=True) if new], dtype=torch.long
+        )
+        self._layout = (row_slot.to(self.device), logit_slots.to(self.device))
+        self._layout_key = key
+        self._sampling_tables = tuple(
+            torch.from_numpy(a.copy()).to(self.device)
+            for a in (self._temperature, self._top_p, self._seed, self._forced)
+        )
+
+    def _tables_stale(self) -> None:
+        # Slots were (re)assigned or sampling tables changed: rebuild the layout at the next step.
+        self._layout_key = ()
+        self._sampling_tables = None
+
+    def _logits_row(self, i: int) -> tuple[float, ...] | None:
+        return None if self._step_logits is None else tuple(self._step_logits[i].tolist())
+
+    def _emit_reads(
+        self,
+        live: _Live,
+        row: int,
+        qlen: int,
+        scores: Tensor | None,
+        lens: dict[Site, tuple[Tensor, Tensor]],
+        events: list[Event],
+    ) -> None:
+        rec = self.plan.record(live.req.request_id)
+        compiled = rec.compiled
+        last_pos = live.prompt_len + live.req.sampling.max_new_tokens - 1
+        for r in range(qlen):
+            pos = live.next_pos + r
+            if pos > last_pos:
+                break
+            probes = {
+                p.index: float(scores[row + r, rec.probe_cols[p.index]])  # type: ignore[index]
+                for p in compiled.probes
+                if positions_contain(rec.positions[p.index], pos)
+            }
+            lenses = {}
+            for lz in compiled.lenses:
+                if positions_contain(rec.positions[lz.index], pos) and lz.site in lens:
+                    ids, probs = lens[lz.site]
+                    lenses[lz.index] = (
+                        tuple(ids[row + r, : lz.k].tolist()),
+                        tuple(probs[row + r, : lz.k].tolist()),
+                    )
+            if probes or lenses:
+                events.append(ReadEvent(live.req.request_id, pos, probes, lenses))
+
+    def _on_token(
+        self, live: _Live, token: int, logprob: float, logits: tuple[float, ...] | None, events: list[Event]
+    ) -> None:
+        if live.finishing is not None:
+            # The extra forward that read the last token: its sampled successor is discarded.
+            self._finish(live, live.finishing, events)
+            return
+        req = live.req
+        index = len(live.tokens)
+        live.tokens.append(token)
+        events.append(TokenEvent(req.request_id, index, live.prompt_len + index, token, logprob, logits))
+        if req.forced_tokens is not None:
+            nxt = index + 1
+            self._forced[live.slot] = req.forced_tokens[nxt] if nxt < len(req.forced_tokens) else -1
+            self._tables_stale()
+        reason: FinishReason | None = None
+        if token in req.sampling.stop_token_ids:
+            reason = "stop"
+        elif len(live.tokens) >= req.sampling.max_new_tokens:
+            reason = "length"
+        if reason is None:
+            return
+        if live.reads:
+            live.finishing = reason
+        else:
+            self._finish(live, reason, events)
+
+    def _finish(self, live: _Live, reason: FinishReason, events: list[Event]) -> None:
+        rid = live.req.request_id
+        events.append(FinishedEvent(rid, reason, tuple(live.tokens)))
+        # Free it in the scheduler now (we are between forwards, on the stepping thread): a queued
+        # cancel would also hit a later request that reuses the id.
+        scheduler = self._bp.scheduler
+        scheduler.set_request_cancellation(rid)
+        for state in scheduler.clear_cancelled_requests():
+            self._bp.offloading_manager.free_request_cpu_cache(state)
+        self.plan.remove(rid)
+        self._num_sampling -= live.req.sampling.temperature > 0
+        self._forced[live.slot] = -1
+        self._tables_stale()
+        del self._live[rid]
+        self._scheduled_ids.discard(rid)
+        self._forget(rid)
+
+    def _forget(self, rid: str) -> None:
+        with self._known_lock:
+            self._known.discard(rid)
+
+    def _sample(self, scores: Tensor, output_ids: Tensor) -> None:
+        """Replaces the continuous-batching sampler: per-request seeds, temperatures and forcing."""
+        assert self._step_sampling is not None
+        temp, top_p, seed, position, forced = self._step_sampling
+        logits = scores[0].float()
+        tokens, logprobs = sampling.sample(
+            logits, temp, top_p, seed, position, forced, self._num_sampling > 0
+        )
+        output_ids[0, : tokens.shape[0]].copy_(tokens.to(output_ids.dtype))
+        self._step_logprobs = logprobs
+        self._step_logits = logits
+
+    def close(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+
+
+class HFEngine:
+    """The asynchronous Engine over ``HFEngineCore``: one thread steps the shared batch.
+
+    Args:
+        core: the engine core (one per model per worker process).
+        idle_wait: seconds the stepping thread sleeps when there is no work.
+    """
+
+    def __init__(self, core: HFEngineCore, *, idle_wait: float = 0.05) -> None:
+        self.core = core
+        self._idle_wait = idle_wait
+        self._queues: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue[Event]]] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hf-engine", daemon=True)
+        self._thread.start()
+
+    def info(self) -> EngineInfo:
+        return self.core.info()
+
+    async def submit(self, request: GenerationRequest) -> AsyncIterator[Event]:
+        loop = asyncio.get_running_loop()
+        q: asyncio.Queue[Event] = asyncio.Queue()
+        with self._lock:
+            self._queues[request.request_id] = (loop, q)
+        try:
+            self.core.add(request)
+        except RequestError:
+            with self._lock:
+                self._queues.pop(request.request_id, None)
+            raise
+        self._wake.set()
+        try:
+            while True:
+                event = await q.get()
+                yield event
+                if isinstance(event, FinishedEvent):
+                    return
+        finally:
+            with self._lock:
+                self._queues.pop(request.request_id, None)
+
+    def adjust(self, request_id: str, adjustment: Adjustment) -> None:
+        self.core.adjust(request_id, adjustment)
+        self._wake.set()
+
+    def abort(self, request_id: str) -> None:
+        self.core.abort(request_id)
+        self._wake.set()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self.core.has_work():
+                self._wake.wait(self._idle_wait)
+                self._wake.clear()
+                continue
+            try:
+                events = self.core.step()
+            except Exception:  # an engine bug must not leave clients waiting forever
+                log.exception("engine.step_failed")
+                events = self._fail_all()
+            self._dispatch(events)
+
+    def _fail_all(self) -> list[Event]:
+        out: list[Event] = []
+        for rid in list(self.core._live):
+            live = self.core._live[rid]
+            out.append(FinishedEvent(rid, "error", tuple(live.tokens), error="engine step failed"))
+            self.core._finish(live, "error", [])
+        return out
+
+    def _dispatch(self, events: list[Event]) -> None:
+        put: Callable[..., Any]
+        for event in events:
+            with self._lock:
+                target = self._queues.get(event.request_id)
+            if target is None:
+                continue
+            loop, q = target
+            put = q.put_nowait
+            loop.call_soon_threadsafe(put, event)
