@@ -17,7 +17,7 @@ Two stages:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -32,15 +32,14 @@ from interventions.spec import (
     Adjustment,
     Clamp,
     Gate,
-    LogitLens,
     Patch,
     PositionIndices,
     Positions,
     PositionSlice,
-    Probe,
     ProjectOut,
     Recipe,
     Steer,
+    WriteOp,
 )
 
 Site = tuple[int, str]  # (normalized layer, point)
@@ -50,6 +49,21 @@ OPEN_END = 1 << 62
 
 class RecipeError(ValueError):
     """A recipe that cannot run on this model; the message names the intervention and field."""
+
+
+class _Where:
+    """The path of an intervention in error messages, formatted only when an error is raised."""
+
+    __slots__ = ("field", "i")
+
+    def __init__(self, i: int, field: str = "") -> None:
+        self.i, self.field = i, field
+
+    def at(self, field: str) -> _Where:
+        return _Where(self.i, f"{self.field}.{field}" if self.field else field)
+
+    def __str__(self) -> str:
+        return f"interventions[{self.i}]" + (f".{self.field}" if self.field else "")
 
 
 def site_order(site: Site) -> int:
@@ -67,7 +81,8 @@ class VectorData:
     """A resolved steering vector: per-layer directions tied to one model.
 
     Args:
-        key: content hash (banks share rows between requests by this key).
+        key: content hash: banks and caches share rows between requests by this key, so equal keys
+            must mean equal tensors (``VectorData.of`` derives it).
         directions: layer -> float tensor ``[width]``.
         model: the model deployment the vector belongs to (None: unchecked).
     """
@@ -76,21 +91,43 @@ class VectorData:
     directions: Mapping[int, Tensor]
     model: str | None = None
 
+    @classmethod
+    def of(cls, directions: Mapping[int, Tensor], model: str | None = None) -> VectorData:
+        """A vector keyed by the sha256 of its content."""
+        h = hashlib.sha256()
+        for layer in sorted(directions):
+            h.update(f"{layer}:".encode())
+            h.update(_tensor_bytes(directions[layer]))
+        return cls("sha256:" + h.hexdigest(), directions, model)
+
     def __post_init__(self) -> None:
         for layer, t in self.directions.items():
             if t.ndim != 1:
                 raise RecipeError(f"vector {self.key}: layer {layer} is not 1-D")
             _check_finite(t, f"vector {self.key} layer {layer}")
+        # float32 once, here, so compiling a recipe does no tensor work.
+        object.__setattr__(
+            self,
+            "directions",
+            {layer: t.detach().float().contiguous() for layer, t in self.directions.items()},
+        )
 
 
 @dataclass(frozen=True)
 class ProbeData:
-    """A resolved linear probe ``h·w + b`` tied to one model."""
+    """A resolved linear probe ``h·w + b`` tied to one model (``key``: content hash, see VectorData)."""
 
     key: str
     weight: Tensor
     bias: float
     model: str | None = None
+
+    @classmethod
+    def of(cls, weight: Tensor, bias: float, model: str | None = None) -> ProbeData:
+        """A probe keyed by the sha256 of its content."""
+        h = hashlib.sha256(_tensor_bytes(weight))
+        h.update(np.float64(bias).tobytes())
+        return cls("sha256:" + h.hexdigest(), weight, bias, model)
 
     def __post_init__(self) -> None:
         if self.weight.ndim != 1:
@@ -98,12 +135,14 @@ class ProbeData:
         _check_finite(self.weight, f"probe {self.key}")
         if not np.isfinite(self.bias):
             raise RecipeError(f"probe {self.key}: bias is NaN or Inf")
+        object.__setattr__(self, "weight", self.weight.detach().float().contiguous())
+        object.__setattr__(self, "bias", float(self.bias))
 
 
 Resolved = Mapping[str, VectorData | ProbeData]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CompiledGate:
     site: Site
     key: str
@@ -114,7 +153,7 @@ class CompiledGate:
     mode: int  # ops.GATE_SAME_TOKEN or ops.GATE_PREV_TOKEN
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CompiledLane:
     index: int  # position of the intervention in the recipe (what `adjust` names)
     site: Site
@@ -134,8 +173,18 @@ class CompiledLane:
     patch_align: str = "start"
     gate: CompiledGate | None = None
 
+    terms: tuple[int, int, int, int] = (0, 0, 0, 0)  # optional terms it needs: norm, projection, mask, gate
 
-@dataclass(frozen=True)
+    def __post_init__(self) -> None:
+        self.terms = (
+            int(self.unit[1] != 0),
+            int(self.unit[2] != 0),
+            int(self.mask is not None),
+            int(self.gate is not None),
+        )
+
+
+@dataclass(slots=True)
 class CompiledProbe:
     index: int
     site: Site
@@ -146,7 +195,7 @@ class CompiledProbe:
     positions: Positions
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CompiledLens:
     index: int
     site: Site
@@ -200,7 +249,7 @@ class CompiledRecipe:
 EMPTY_RECIPE = CompiledRecipe(lanes=(), probes=(), lenses=(), num_interventions=0)
 
 
-def _normalize_layer(layer: int, shape: ModelShape, where: str) -> int:
+def _normalize_layer(layer: int, shape: ModelShape, where: _Where) -> int:
     n = shape.num_layers
     if not -n <= layer < n:
         raise RecipeError(
@@ -214,7 +263,7 @@ def _width(shape: ModelShape, point: str) -> int:
 
 
 def _resolve(
-    resolved: Resolved, ref: str, kind: type, where: str, model: str | None
+    resolved: Resolved, ref: str, kind: type, where: _Where, model: str | None
 ) -> VectorData | ProbeData:
     data = resolved.get(ref)
     label = "vector" if kind is VectorData else "probe"
@@ -227,7 +276,7 @@ def _resolve(
     return data
 
 
-def _direction(data: VectorData, layer: int, width: int, where: str) -> Tensor:
+def _direction(data: VectorData, layer: int, width: int, where: _Where) -> Tensor:
     vec = data.directions.get(layer)
     if vec is None:
         if len(data.directions) != 1:
@@ -238,27 +287,37 @@ def _direction(data: VectorData, layer: int, width: int, where: str) -> Tensor:
         vec = next(iter(data.directions.values()))
     if vec.shape[-1] != width:
         raise RecipeError(f"{where}: vector width {vec.shape[-1]} does not match the site's width {width}")
-    return vec.float()
+    return vec
 
 
-def _unit(vec: Tensor, where: str) -> Tensor:
+_UNIT_CACHE: dict[str, Tensor] = {}
+
+
+def _unit(vec: Tensor, where: _Where, key: str) -> Tensor:
+    # Cached by content key: a warm request's compile does no tensor math.
+    cached = _UNIT_CACHE.get(key)
+    if cached is not None:
+        return cached
     norm = float(torch.linalg.vector_norm(vec))
     if norm == 0.0:
         raise RecipeError(f"{where}: the direction is all zeros")
-    return vec / norm
+    if len(_UNIT_CACHE) > 4096:
+        _UNIT_CACHE.clear()
+    _UNIT_CACHE[key] = unit = vec / norm
+    return unit
 
 
 @lru_cache(maxsize=256)
-def _mask(width: int, dims: tuple[int, ...] | None) -> Tensor:
+def _mask(width: int, dims: tuple[int, ...] | None) -> tuple[Tensor, str]:
     if dims is None:
-        return torch.ones(width)
+        return torch.ones(width), f"mask:{width}:all"
     m = torch.zeros(width)
     m[list(dims)] = 1.0
-    return m
+    return m, f"mask:{width}:" + hashlib.sha1(repr(dims).encode()).hexdigest()
 
 
 def _probe(
-    resolved: Resolved, ref: str, site: Site, shape: ModelShape, where: str, model: str | None
+    resolved: Resolved, ref: str, site: Site, shape: ModelShape, where: _Where, model: str | None
 ) -> ProbeData:
     data = _resolve(resolved, ref, ProbeData, where, model)
     assert isinstance(data, ProbeData)
@@ -294,100 +353,145 @@ def compile_recipe(
     probes: list[CompiledProbe] = []
     lenses: list[CompiledLens] = []
     for i, item in enumerate(recipe.interventions):
-        where = f"interventions[{i}]"
+        # Error paths build their messages; the common path stays free of string work (plan_us).
+        where = _Where(i)
         site: Site = (_normalize_layer(item.layer, shape, where), item.point)
-        width = _width(shape, item.point)
-        _check_positions(item.positions, where)
-        if isinstance(item, Probe):
-            data = _probe(resolved, item.probe, site, shape, f"{where}.probe", model)
-            probes.append(
-                CompiledProbe(i, site, data.key, data.weight.float(), data.bias, item.name, item.positions)
-            )
-            continue
-        if isinstance(item, LogitLens):
-            lenses.append(CompiledLens(i, site, item.k, item.positions))
-            continue
-        gate = (
-            None
-            if item.when is None
-            else _compile_gate(item.when, site, shape, resolved, f"{where}.when", model)
-        )
-        common = {
-            "index": i,
-            "site": site,
-            "op": item.op,
-            "scale": item.scale,
-            "enabled": item.enabled,
-            "positions": item.positions,
-            "gate": gate,
-        }
-        if isinstance(item, Steer):
-            vdata = _resolve(resolved, item.vector, VectorData, f"{where}.vector", model)
-            assert isinstance(vdata, VectorData)
-            vec = _direction(vdata, site[0], width, f"{where}.vector")
-            if item.normalize != "none":
-                vec = _unit(vec, f"{where}.vector")
-            unit = (0.0, 1.0, 0.0, 0.0) if item.normalize == "resid_norm" else (1.0, 0.0, 0.0, 0.0)
-            key = f"{vdata.key}@{site[0]}:{item.normalize != 'none'}"
-            lanes.append(CompiledLane(unit=unit, direction=vec, direction_key=key, **common))  # type: ignore[arg-type]
-        elif isinstance(item, (ProjectOut, Clamp)):
-            vdata = _resolve(resolved, item.direction, VectorData, f"{where}.direction", model)
-            assert isinstance(vdata, VectorData)
-            vec = _unit(_direction(vdata, site[0], width, f"{where}.direction"), f"{where}.direction")
-            alpha = item.value if isinstance(item, Clamp) else 0.0
-            key = f"{vdata.key}@{site[0]}:True"
-            lanes.append(
-                CompiledLane(unit=(alpha, 0.0, -1.0, 0.0), direction=vec, direction_key=key, **common)  # type: ignore[arg-type]
-            )
-        elif isinstance(item, Ablate):
-            dims = None if item.dims == "all" else tuple(sorted(item.dims))
-            if dims is not None and dims[-1] >= width:
-                raise RecipeError(f"{where}.dims: dimension {dims[-1]} out of range for width {width}")
-            source = source_key = None
-            if item.mode == "mean":
-                assert item.mean is not None
-                mdata = _resolve(resolved, item.mean, VectorData, f"{where}.mean", model)
-                assert isinstance(mdata, VectorData)
-                source = _direction(mdata, site[0], width, f"{where}.mean")
-                source_key = f"{mdata.key}@{site[0]}"
-            mask_key = f"mask:{width}:" + (
-                "all" if dims is None else hashlib.sha1(repr(dims).encode()).hexdigest()
-            )
-            lanes.append(
-                CompiledLane(
-                    unit=(0.0, 0.0, 0.0, 1.0),
-                    mask=_mask(width, dims),
-                    mask_key=mask_key,
-                    source=source,
-                    source_key=source_key,
-                    **common,  # type: ignore[arg-type]
-                )
-            )
-        elif isinstance(item, Patch):
-            tokens = None if item.source.tokens is None else tuple(item.source.tokens)
-            if tokens is not None and max(tokens) >= shape.vocab_size:
-                raise RecipeError(
-                    f"{where}.source.tokens: token id {max(tokens)} >= vocabulary size {shape.vocab_size}"
-                )
-            lanes.append(
-                CompiledLane(
-                    unit=(0.0, 0.0, 0.0, 1.0),
-                    mask=_mask(width, None),
-                    mask_key=f"mask:{width}:all",
-                    patch_tokens=tokens,
-                    patch_text=item.source.text,
-                    patch_align=item.align,
-                    **common,  # type: ignore[arg-type]
-                )
-            )
+        if not isinstance(item.positions, str):
+            _check_positions(item.positions, where)
+        op = item.op
+        if op == "probe":
+            data = _probe(resolved, item.probe, site, shape, where.at("probe"), model)  # type: ignore[union-attr]
+            probes.append(CompiledProbe(i, site, data.key, data.weight, data.bias, item.name, item.positions))  # type: ignore[union-attr]
+        elif op == "logit_lens":
+            lenses.append(CompiledLens(i, site, item.k, item.positions))  # type: ignore[union-attr]
+        else:
+            lanes.append(_LOWER[op](item, i, site, shape, resolved, where, model))
     return CompiledRecipe(tuple(lanes), tuple(probes), tuple(lenses), len(recipe.interventions))
 
 
+def _gate(
+    item: WriteOp, site: Site, shape: ModelShape, resolved: Resolved, where: _Where, model: str | None
+) -> CompiledGate | None:
+    if item.when is None:
+        return None
+    return _compile_gate(item.when, site, shape, resolved, where.at("when"), model)
+
+
+def _vector(resolved: Resolved, ref: str, where: _Where, model: str | None) -> VectorData:
+    data = _resolve(resolved, ref, VectorData, where, model)
+    assert isinstance(data, VectorData)
+    return data
+
+
+def _lower_steer(
+    item: Steer, i: int, site: Site, shape: ModelShape, resolved: Resolved, where: _Where, model: str | None
+) -> CompiledLane:
+    field_where = where.at("vector")
+    vdata = _vector(resolved, item.vector, field_where, model)
+    vec = _direction(vdata, site[0], _width(shape, site[1]), field_where)
+    normalized = item.normalize != "none"
+    key = f"{vdata.key}@{site[0]}:{normalized}"
+    if normalized:
+        vec = _unit(vec, field_where, key)
+    unit = _UNIT_RESID_NORM if item.normalize == "resid_norm" else _UNIT_ADD
+    gate = _gate(item, site, shape, resolved, where, model)
+    return CompiledLane(i, site, "steer", unit, item.scale, item.enabled, item.positions, vec, key, gate=gate)
+
+
+def _lower_direction(
+    item: ProjectOut | Clamp,
+    i: int,
+    site: Site,
+    shape: ModelShape,
+    resolved: Resolved,
+    where: _Where,
+    model: str | None,
+) -> CompiledLane:
+    field_where = where.at("direction")
+    vdata = _vector(resolved, item.direction, field_where, model)
+    key = f"{vdata.key}@{site[0]}:True"
+    vec = _unit(_direction(vdata, site[0], _width(shape, site[1]), field_where), field_where, key)
+    unit = (item.value, 0.0, -1.0, 0.0) if isinstance(item, Clamp) else _UNIT_PROJECT
+    gate = _gate(item, site, shape, resolved, where, model)
+    return CompiledLane(i, site, item.op, unit, item.scale, item.enabled, item.positions, vec, key, gate=gate)
+
+
+def _lower_ablate(
+    item: Ablate, i: int, site: Site, shape: ModelShape, resolved: Resolved, where: _Where, model: str | None
+) -> CompiledLane:
+    width = _width(shape, site[1])
+    dims = None if item.dims == "all" else tuple(sorted(item.dims))
+    if dims is not None and dims[-1] >= width:
+        raise RecipeError(f"{where.at('dims')}: dimension {dims[-1]} out of range for width {width}")
+    source = source_key = None
+    if item.mode == "mean":
+        assert item.mean is not None
+        mdata = _vector(resolved, item.mean, where.at("mean"), model)
+        source = _direction(mdata, site[0], width, where.at("mean"))
+        source_key = f"{mdata.key}@{site[0]}"
+    mask, mask_key = _mask(width, dims)
+    gate = _gate(item, site, shape, resolved, where, model)
+    return CompiledLane(
+        i,
+        site,
+        "ablate",
+        _UNIT_MASK,
+        item.scale,
+        item.enabled,
+        item.positions,
+        mask=mask,
+        mask_key=mask_key,
+        source=source,
+        source_key=source_key,
+        gate=gate,
+    )
+
+
+def _lower_patch(
+    item: Patch, i: int, site: Site, shape: ModelShape, resolved: Resolved, where: _Where, model: str | None
+) -> CompiledLane:
+    tokens = None if item.source.tokens is None else tuple(item.source.tokens)
+    if tokens is not None and max(tokens) >= shape.vocab_size:
+        raise RecipeError(
+            f"{where.at('source.tokens')}: token id {max(tokens)} >= vocabulary size {shape.vocab_size}"
+        )
+    mask, mask_key = _mask(_width(shape, site[1]), None)
+    gate = _gate(item, site, shape, resolved, where, model)
+    return CompiledLane(
+        i,
+        site,
+        "patch",
+        _UNIT_MASK,
+        item.scale,
+        item.enabled,
+        item.positions,
+        mask=mask,
+        mask_key=mask_key,
+        patch_tokens=tokens,
+        patch_text=item.source.text,
+        patch_align=item.align,
+        gate=gate,
+    )
+
+
+_UNIT_ADD = (1.0, 0.0, 0.0, 0.0)
+_UNIT_RESID_NORM = (0.0, 1.0, 0.0, 0.0)
+_UNIT_PROJECT = (0.0, 0.0, -1.0, 0.0)
+_UNIT_MASK = (0.0, 0.0, 0.0, 1.0)
+_LOWER: dict[str, Callable[..., CompiledLane]] = {
+    "steer": _lower_steer,
+    "project_out": _lower_direction,
+    "clamp": _lower_direction,
+    "ablate": _lower_ablate,
+    "patch": _lower_patch,
+}
+
+
 def _compile_gate(
-    gate: Gate, write_site: Site, shape: ModelShape, resolved: Resolved, where: str, model: str | None
+    gate: Gate, write_site: Site, shape: ModelShape, resolved: Resolved, where: _Where, model: str | None
 ) -> CompiledGate:
     site: Site = (_normalize_layer(gate.layer, shape, where), gate.point)
-    data = _probe(resolved, gate.probe, site, shape, f"{where}.probe", model)
+    data = _probe(resolved, gate.probe, site, shape, where.at("probe"), model)
     # Reads at a site happen before its writes, so a probe at the same or an earlier site gates the
     # same token; a later probe can only gate on the previous token's score.
     same = site_order(site) <= site_order(write_site)
@@ -402,7 +506,7 @@ def _compile_gate(
     )
 
 
-def _check_positions(positions: Positions, where: str) -> None:
+def _check_positions(positions: Positions, where: _Where) -> None:
     if isinstance(positions, PositionSlice):
         a, b = positions.start, positions.stop
         if a is not None and b is not None and (a >= 0) == (b >= 0) and b <= a:
@@ -449,50 +553,60 @@ def positions_contain(resolved: tuple[int, int, int, list[int]], pos: int) -> bo
 
 
 class _Bank:
-    """Content-addressed rows of one width, row 0 all zeros (the no-op), shared by refcount."""
+    """Content-addressed rows of one width, row 0 all zeros (the no-op), shared by refcount.
+
+    Released entries stay resident (the device side of the warm cache): a request that reuses a
+    vector rejoins without a copy. They are dropped only when the bank would otherwise grow.
+    """
 
     def __init__(self, width: int, device: torch.device, dtype: torch.dtype) -> None:
         self.width, self.device, self.dtype = width, device, dtype
         self.rows = torch.zeros(8, width, device=device, dtype=dtype)
         self.used = 1
-        self.entries: dict[str, tuple[int, int, int]] = {}  # key -> (base, count, refs)
+        self.entries: dict[str, list[int]] = {}  # key -> [base, count, refs]
+        self.stale = 0  # rows held by entries nobody references
 
-    def acquire(self, key: str, values: Tensor) -> int:
+    def acquire(self, key: str, values: Tensor) -> tuple[int, np.ndarray | None]:
+        """Returns the entry's first row, and an old->new row map if the bank was compacted."""
         entry = self.entries.get(key)
         if entry is not None:
-            self.entries[key] = (entry[0], entry[1], entry[2] + 1)
-            return entry[0]
+            entry[2] += 1
+            if entry[2] == 1:
+                self.stale -= entry[1]
+            return entry[0], None
         values = values.reshape(-1, self.width)
         n = values.shape[0]
+        remap = None
         if self.used + n > self.rows.shape[0]:
-            self._grow(self.used + n)
+            if self.stale * 2 >= self.used:
+                remap = self._compact()
+            if self.used + n > self.rows.shape[0]:
+                self._grow(self.used + n)
         base = self.used
         self.rows[base : base + n].copy_(values)
         self.used += n
-        self.entries[key] = (base, n, 1)
-        return base
+        self.entries[key] = [base, n, 1]
+        return base, remap
 
     def release(self, key: str) -> None:
-        base, n, refs = self.entries[key]
-        if refs > 1:
-            self.entries[key] = (base, n, refs - 1)
-        else:
-            del self.entries[key]
+        entry = self.entries[key]
+        entry[2] -= 1
+        if entry[2] == 0:
+            self.stale += entry[1]
 
-    def compact_map(self) -> np.ndarray | None:
-        """Drop unreferenced rows when they are most of the bank; returns the old->new row map."""
-        live = sum(n for _, n, _ in self.entries.values())
-        if self.used < 64 or live * 2 > self.used:
-            return None
-        remap = np.zeros(self.used, dtype=np.int64)
-        rows = torch.zeros(max(8, 2 * (live + 1)), self.width, device=self.device, dtype=self.dtype)
+    def _compact(self) -> np.ndarray:
+        remap = np.zeros(self.rows.shape[0], dtype=np.int64)
+        rows = torch.zeros_like(self.rows)
         nxt = 1
         for key, (base, n, refs) in sorted(self.entries.items(), key=lambda kv: kv[1][0]):
+            if refs == 0:
+                del self.entries[key]
+                continue
             rows[nxt : nxt + n].copy_(self.rows[base : base + n])
             remap[base : base + n] = np.arange(nxt, nxt + n)
-            self.entries[key] = (nxt, n, refs)
+            self.entries[key] = [nxt, n, refs]
             nxt += n
-        self.rows, self.used = rows, nxt
+        self.rows, self.used, self.stale = rows, nxt, 0
         return remap
 
     def _grow(self, need: int) -> None:
@@ -502,6 +616,41 @@ class _Bank:
         rows = torch.zeros(size, self.width, device=self.device, dtype=self.dtype)
         rows[: self.used].copy_(self.rows[: self.used])
         self.rows = rows
+
+
+class _ProbeRows:
+    """The probes scored at one site: weights ``[n, width]``, biases and their global columns."""
+
+    def __init__(self, width: int, device: torch.device) -> None:
+        self.n = 0
+        self.weight = torch.zeros(4, width, device=device)
+        self.bias = torch.zeros(4, device=device)
+        self.cols = torch.zeros(4, dtype=torch.long, device=device)
+        self.col_list: list[int] = []
+
+    def add(self, col: int, weight: Tensor, bias: float) -> None:
+        if self.n == self.weight.shape[0]:
+            grow = self.weight.shape[0] * 2
+            self.weight = torch.cat([self.weight, torch.zeros_like(self.weight)])[:grow]
+            self.bias = torch.cat([self.bias, torch.zeros_like(self.bias)])[:grow]
+            self.cols = torch.cat([self.cols, torch.zeros_like(self.cols)])[:grow]
+        self.weight[self.n].copy_(weight)
+        self.bias[self.n] = bias
+        self.cols[self.n] = col
+        self.col_list.append(col)
+        self.n += 1
+
+    def drop(self, col: int) -> None:
+        # Swap-remove: the last row fills the hole.
+        i = self.col_list.index(col)
+        last = self.n - 1
+        if i != last:
+            self.weight[i].copy_(self.weight[last])
+            self.bias[i] = self.bias[last]
+            self.cols[i] = self.cols[last]
+            self.col_list[i] = self.col_list[last]
+        self.col_list.pop()
+        self.n -= 1
 
 
 @dataclass
@@ -528,24 +677,23 @@ class _SiteState:
         self.floats = np.zeros((slots, 0, ops.N_FLOAT), dtype=np.float32)
         self.explicit = np.full((slots, 0, 0), -1, dtype=np.int64)
         self.lane_used = np.zeros((slots, 0), dtype=bool)
+        self.slot_lanes = [0] * slots  # lanes each slot holds here (all freed together on leave)
         self.dirty = True
         self.ints_dev = self.floats_dev = self.explicit_dev = torch.empty(0)
-        self.use_norm = self.use_proj = self.use_mask = self.use_gate = False
-        # Reads: global probe columns computed here, and the logit-lens k.
-        self.probe_keys: list[str] = []
-        self.probe_cols = torch.empty(0, dtype=torch.long)
-        self.probe_w = torch.empty(0, width)
-        self.probe_b = torch.empty(0)
+        # How many live lanes need each optional term (static per batch, so the op skips the rest).
+        self.counts = [0, 0, 0, 0]  # norm, projection, mask, gate
+        # Reads: the probes scored here (global columns), and the logit-lens k.
+        self.probes = _ProbeRows(width, device)
         self.lens_k: dict[int, int] = {}  # slot -> k
         self.step: _StepTables | None = None
         self.lens_out: tuple[Tensor, Tensor] | None = None
 
     def free_lane(self, slot: int) -> int:
-        free = np.flatnonzero(~self.lane_used[slot])
-        if free.size:
-            return int(free[0])
-        self._resize(self.lanes + 1, self.explicit.shape[2])
-        return self.lanes - 1
+        k = self.slot_lanes[slot]
+        if k == self.lanes:
+            self._resize(self.lanes + 1, self.explicit.shape[2])
+        self.slot_lanes[slot] = k + 1
+        return k
 
     def ensure_explicit(self, m: int) -> None:
         if m > self.explicit.shape[2]:
@@ -570,13 +718,33 @@ class _SiteState:
         )
         self.dirty = True
 
-    def refresh_flags(self) -> None:
-        used = self.lane_used
-        f, i = self.floats[used], self.ints[used]
-        self.use_norm = bool((f[:, ops.F_GAMMA] != 0).any())
-        self.use_proj = bool((f[:, ops.F_BETA] != 0).any())
-        self.use_mask = bool((i[:, ops.I_MASK] != 0).any())
-        self.use_gate = bool((i[:, ops.I_GATE_MODE] != 0).any())
+    def count(self, terms: tuple[int, int, int, int], sign: int) -> None:
+        c = self.counts
+        c[0] += sign * terms[0]
+        c[1] += sign * terms[1]
+        c[2] += sign * terms[2]
+        c[3] += sign * terms[3]
+
+    @property
+    def use_norm(self) -> bool:
+        return bool(self.counts[0])
+
+    @property
+    def use_proj(self) -> bool:
+        return bool(self.counts[1])
+
+    @property
+    def use_mask(self) -> bool:
+        return bool(self.counts[2])
+
+    @property
+    def use_gate(self) -> bool:
+        return bool(self.counts[3])
+
+    def remap(self, column: int, remap: np.ndarray | None) -> None:
+        if remap is not None:
+            self.ints[:, :, column] = remap[self.ints[:, :, column]]
+            self.dirty = True
 
     def upload(self) -> None:
         if not self.dirty:
@@ -588,14 +756,16 @@ class _SiteState:
         self.dirty = False
 
 
-@dataclass
+@dataclass(slots=True)
 class _LaneRecord:
     site: Site
     lane: int
-    unit: np.ndarray
+    unit: tuple[float, float, float, float]
     scale: float
     enabled: bool
     keys: tuple[tuple[str, str], ...]  # (bank name, key) to release
+    terms: tuple[int, int, int, int]  # the optional terms it needs (CompiledLane.terms)
+    gate_column: tuple[str, Site] | None = None
     prev_gate: bool = False
 
 
@@ -653,8 +823,12 @@ class BatchPlan:
         self.prompt_len = np.zeros(self.slots, dtype=np.int64)
         self._prompt_len_dev = torch.from_numpy(self.prompt_len).to(self.device)
         self._prompt_dirty = False
-        # Global probe columns: (probe key, site) -> column, refcounted.
-        self._columns: dict[tuple[str, Site], tuple[int, int]] = {}
+        # Global probe columns: (probe key, site) -> column. Released columns stay resident until
+        # they outnumber the live ones (they are still scored each step), then are evicted.
+        self._col_of: dict[tuple[str, Site], int] = {}
+        self._col_key: dict[int, tuple[str, Site]] = {}
+        self._col_refs: dict[int, int] = {}
+        self._stale_cols: set[int] = set()
         self._free_columns: list[int] = []
         self.num_columns = 0
         self._prev_gates = 0
@@ -711,26 +885,19 @@ class BatchPlan:
         self._slot_of[key] = slot
         self.prompt_len[slot] = prompt_len
         self._prompt_dirty = True
-        touched: set[Site] = set()
         for probe in compiled.probes:
             rec.probe_cols[probe.index] = self._acquire_column(
                 probe.key, probe.site, probe.weight, probe.bias
             )
             rec.probe_keys.append((probe.key, probe.site))
-            touched.add(probe.site)
         for lens in compiled.lenses:
             self._site(lens.site).lens_k[slot] = lens.k
         for lane in compiled.lanes:
             self._write_lane(slot, rec, lane, positions[lane.index], patch_sources)
-            touched.add(lane.site)
-            if lane.gate is not None:
-                touched.add(lane.gate.site)
-        for site in touched:
-            self.sites[site].refresh_flags()
         return slot
 
     def remove(self, key: str) -> None:
-        """Free a leaving request's slot, lanes, bank rows and probe columns."""
+        """Free a leaving request's slot and lanes; release its bank rows and probe columns."""
         rec = self._records.pop(key)
         slot = self._slot_of.pop(key)
         for lr in rec.lanes.values():
@@ -739,17 +906,16 @@ class BatchPlan:
             state.floats[slot, lr.lane] = 0
             state.explicit[slot, lr.lane] = -1
             state.lane_used[slot, lr.lane] = False
+            state.slot_lanes[slot] = 0
+            state.count(lr.terms, -1)
             state.dirty = True
             for bank, k in lr.keys:
-                if bank == "column":
-                    self._release_column(k)
-                else:
-                    getattr(state, bank).release(k)
+                getattr(state, bank).release(k)
+            if lr.gate_column is not None:
+                self._release_column(*lr.gate_column)
             self._prev_gates -= lr.prev_gate
-            self._maybe_compact(state)
-            state.refresh_flags()
         for probe_key, site in rec.probe_keys:
-            self._release_column(self._column_id(probe_key, site))
+            self._release_column(probe_key, site)
         for state in self.sites.values():
             state.lens_k.pop(slot, None)
         self.prompt_len[slot] = 0
@@ -772,9 +938,8 @@ class BatchPlan:
         state = self.sites[lr.site]
         slot = self._slot_of[key]
         factor = lr.scale if lr.enabled else 0.0
-        state.floats[slot, lr.lane, : ops.F_GATE_THR] = lr.unit * np.float32(factor)
+        state.floats[slot, lr.lane, : ops.F_GATE_THR] = [u * factor for u in lr.unit]
         state.dirty = True
-        state.refresh_flags()
 
     def ensure_site(self, site: Site) -> None:
         """Make sure ``site`` is hooked (e.g. to capture activations there)."""
@@ -799,108 +964,112 @@ class BatchPlan:
         pos: tuple[int, int, int, list[int]],
         patch_sources: Mapping[int, Tensor] | None,
     ) -> None:
-        state = self._site(lane.site)
+        state = self.sites.get(lane.site) or self._site(lane.site)
         k = state.free_lane(slot)
+        ints = state.ints[slot, k]  # views into the tables: written in place
+        floats = state.floats[slot, k]
         keys: list[tuple[str, str]] = []
-        ints = np.zeros(ops.N_INT, dtype=np.int64)
-        if lane.direction is not None and lane.direction_key is not None:
-            ints[ops.I_DIR] = state.dirs.acquire(lane.direction_key, lane.direction)
+        if lane.direction_key is not None and lane.direction is not None:
+            ints[ops.I_DIR] = self._acquire_row(state, "dirs", ops.I_DIR, lane.direction_key, lane.direction)
             keys.append(("dirs", lane.direction_key))
-        if lane.mask is not None and lane.mask_key is not None:
-            ints[ops.I_MASK] = state.masks.acquire(lane.mask_key, lane.mask)
+        if lane.mask_key is not None and lane.mask is not None:
+            ints[ops.I_MASK] = self._acquire_row(state, "masks", ops.I_MASK, lane.mask_key, lane.mask)
             keys.append(("masks", lane.mask_key))
-        if lane.source is not None and lane.source_key is not None:
-            ints[ops.I_SRC] = state.sources.acquire(lane.source_key, lane.source)
+        if lane.source_key is not None and lane.source is not None:
+            ints[ops.I_SRC] = self._acquire_row(state, "sources", ops.I_SRC, lane.source_key, lane.source)
             keys.append(("sources", lane.source_key))
         if lane.op == "patch":
             assert patch_sources is not None
             acts = patch_sources[lane.index].reshape(-1, state.width)
-            src_key = "patch:" + _tensor_key(acts)
-            ints[ops.I_SRC] = state.sources.acquire(src_key, acts)
-            keys.append(("sources", src_key))
+            key = "patch:" + _tensor_key(acts)
+            ints[ops.I_SRC] = self._acquire_row(state, "sources", ops.I_SRC, key, acts)
+            keys.append(("sources", key))
             src_len = acts.shape[0]
             ints[ops.I_SRC_STEP] = 1
             ints[ops.I_SRC_OFF] = 0 if lane.patch_align == "start" else src_len - rec.prompt_len
             ints[ops.I_SRC_LEN] = src_len
         start, stop, step, explicit = pos
-        ints[ops.I_POS_START], ints[ops.I_POS_STOP], ints[ops.I_POS_STEP] = start, stop, step
-        floats = np.zeros(ops.N_FLOAT, dtype=np.float32)
-        unit = np.asarray(lane.unit, dtype=np.float32)
-        floats[: ops.F_GATE_THR] = unit * np.float32(lane.scale if lane.enabled else 0.0)
+        ints[ops.I_POS_START] = start
+        ints[ops.I_POS_STOP] = stop
+        ints[ops.I_POS_STEP] = step
+        factor = lane.scale if lane.enabled else 0.0
+        unit = lane.unit
+        floats[: ops.F_GATE_THR] = (unit[0] * factor, unit[1] * factor, unit[2] * factor, unit[3] * factor)
+        gate_column = None
+        prev_gate = False
         if lane.gate is not None:
             g = lane.gate
             ints[ops.I_GATE_COL] = self._acquire_column(g.key, g.site, g.weight, g.bias)
             ints[ops.I_GATE_MODE] = g.mode
-            floats[ops.F_GATE_THR], floats[ops.F_GATE_SIGN] = g.threshold, g.sign
-            keys.append(("column", self._column_key(g.key, g.site)))
-            if g.mode == ops.GATE_PREV_TOKEN:
-                self._prev_gates += 1
+            floats[ops.F_GATE_THR] = g.threshold
+            floats[ops.F_GATE_SIGN] = g.sign
+            gate_column = (g.key, g.site)
+            prev_gate = g.mode == ops.GATE_PREV_TOKEN
+            self._prev_gates += prev_gate
         if explicit:
             state.ensure_explicit(len(explicit))
             state.explicit[slot, k, : len(explicit)] = explicit
-        state.ints[slot, k] = ints
-        state.floats[slot, k] = floats
         state.lane_used[slot, k] = True
+        terms = lane.terms
+        state.count(terms, 1)
         state.dirty = True
-        prev_gate = lane.gate is not None and lane.gate.mode == ops.GATE_PREV_TOKEN
         rec.lanes[lane.index] = _LaneRecord(
-            lane.site, k, unit, lane.scale, lane.enabled, tuple(keys), prev_gate
+            lane.site,
+            k,
+            unit,
+            lane.scale,
+            lane.enabled,
+            tuple(keys),
+            terms,
+            gate_column,
+            prev_gate,
         )
 
-    def _maybe_compact(self, state: _SiteState) -> None:
-        for bank, col in ((state.dirs, ops.I_DIR), (state.masks, ops.I_MASK), (state.sources, ops.I_SRC)):
-            remap = bank.compact_map()
-            if remap is not None:
-                state.ints[:, :, col] = remap[np.clip(state.ints[:, :, col], 0, len(remap) - 1)]
-                state.dirty = True
+    @staticmethod
+    def _acquire_row(state: _SiteState, bank: str, column: int, key: str, values: Tensor) -> int:
+        base, remap = getattr(state, bank).acquire(key, values)
+        state.remap(column, remap)
+        return base
 
     # ----------------------------------------------------------------- probe columns
-    @staticmethod
-    def _column_key(probe_key: str, site: Site) -> str:
-        return f"{probe_key}|{site[0]}|{site[1]}"
-
-    def _column_id(self, probe_key: str, site: Site) -> str:
-        return self._column_key(probe_key, site)
-
     def _acquire_column(self, probe_key: str, site: Site, weight: Tensor, bias: float) -> int:
         ck = (probe_key, site)
-        entry = self._columns.get(ck)
-        if entry is not None:
-            self._columns[ck] = (entry[0], entry[1] + 1)
-            return entry[0]
+        col = self._col_of.get(ck)
+        if col is not None:
+            self._col_refs[col] += 1
+            self._stale_cols.discard(col)
+            return col
         if self._free_columns:
             col = self._free_columns.pop()
         else:
             col = self.num_columns
             self.num_columns += 1
-            grown = torch.zeros(self.slots, self.num_columns, device=self.device)
-            grown[:, : self.last_scores.shape[1]] = self.last_scores
-            self.last_scores = grown
-        self._columns[ck] = (col, 1)
-        state = self._site(site)
-        state.probe_keys.append(probe_key)
-        state.probe_cols = torch.cat([state.probe_cols, torch.tensor([col])]).to(self.device)
-        state.probe_w = torch.cat([state.probe_w.to(self.device), weight.reshape(1, -1).to(self.device)])
-        state.probe_b = torch.cat([state.probe_b.to(self.device), torch.tensor([bias], device=self.device)])
+            if self.num_columns > self.last_scores.shape[1]:
+                grown = torch.zeros(self.slots, max(8, 2 * self.num_columns), device=self.device)
+                grown[:, : self.last_scores.shape[1]] = self.last_scores
+                self.last_scores = grown
+        self._col_of[ck] = col
+        self._col_key[col] = ck
+        self._col_refs[col] = 1
+        self._site(site).probes.add(col, weight.to(self.device), bias)
         self.last_scores[:, col] = 0
         return col
 
-    def _release_column(self, column_key: str) -> None:
-        probe_key, layer, point = column_key.split("|")
-        ck = (probe_key, (int(layer), point))
-        col, refs = self._columns[ck]
-        if refs > 1:
-            self._columns[ck] = (col, refs - 1)
+    def _release_column(self, probe_key: str, site: Site) -> None:
+        col = self._col_of[(probe_key, site)]
+        self._col_refs[col] -= 1
+        if self._col_refs[col]:
             return
-        del self._columns[ck]
-        self._free_columns.append(col)
-        state = self.sites[ck[1]]
-        keep = [i for i, c in enumerate(state.probe_cols.tolist()) if c != col]
-        state.probe_keys = [state.probe_keys[i] for i in keep]
-        idx = torch.tensor(keep, dtype=torch.long, device=self.device)
-        state.probe_cols = state.probe_cols[idx]
-        state.probe_w = state.probe_w[idx]
-        state.probe_b = state.probe_b[idx]
+        self._stale_cols.add(col)
+        live = len(self._col_of) - len(self._stale_cols)
+        if len(self._stale_cols) > max(64, live):
+            for stale in self._stale_cols:
+                key = self._col_key.pop(stale)
+                del self._col_of[key]
+                del self._col_refs[stale]
+                self.sites[key[1]].probes.drop(stale)
+                self._free_columns.append(stale)
+            self._stale_cols.clear()
 
     # ----------------------------------------------------------------- per step
     def begin_step(self, row_slot: Tensor, row_pos: Tensor) -> None:
@@ -960,8 +1129,10 @@ class BatchPlan:
                 f"forward through a hooked model outside a plan step ({x.shape[0]} rows, "
                 f"{self.row_slot.shape[0] if self._in_step else 'no'} prepared)"
             )
-        if self._scores is not None and state.probe_keys:
-            self._scores.index_copy_(1, state.probe_cols, ops.probe_scores(x, state.probe_w, state.probe_b))
+        rows = state.probes
+        if self._scores is not None and rows.n:
+            n = rows.n
+            self._scores.index_copy_(1, rows.cols[:n], ops.probe_scores(x, rows.weight[:n], rows.bias[:n]))
         if state.lens_k and self.lens_fn is not None:
             k = max(state.lens_k.values())
             state.lens_out = ops.lens_topk(self.lens_fn(x), k)
@@ -1004,7 +1175,7 @@ class BatchPlan:
             last = ops.last_row_of_each_request(self.row_slot)
             # Rows that are not a request's last write into the null slot 0, whose value is unused.
             target = torch.where(last, self.row_slot, 0)
-            self.last_scores.index_copy_(0, target, scores)
+            self.last_scores[:, : self.num_columns].index_copy_(0, target, scores)
             self.last_scores[0] = 0
         lens: dict[Site, tuple[Tensor, Tensor]] = {
             s.site: s.lens_out for s in self._ordered if s.lens_out is not None
@@ -1015,18 +1186,13 @@ class BatchPlan:
             state.step = None
         return StepReads(scores=scores, lens=lens)
 
-    def reset_last_scores(self, key: str) -> None:
-        self.last_scores[self._slot_of[key]] = 0
 
-    def hooked_sites(self) -> Iterable[Site]:
-        return [s.site for s in self._ordered]
-
-    def reads_wanted(self) -> bool:
-        return self.num_columns > 0 or any(s.lens_k for s in self._ordered)
+def _tensor_bytes(t: Tensor) -> bytes:
+    return t.detach().float().cpu().contiguous().numpy().tobytes()
 
 
 def _tensor_key(t: Tensor) -> str:
-    return hashlib.sha256(t.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
+    return hashlib.sha256(_tensor_bytes(t)).hexdigest()
 
 
 def padded_layout(attention_mask: Tensor, slots: Sequence[int]) -> tuple[Tensor, Tensor]:

@@ -206,7 +206,6 @@ Intervention = Annotated[
     Steer | Ablate | ProjectOut | Clamp | Patch | Probe | LogitLens,
     Field(discriminator="op"),
 ]
-WRITE_OPS = (Steer, Ablate, ProjectOut, Clamp, Patch)
 WriteOp = Steer | Ablate | ProjectOut | Clamp | Patch
 
 

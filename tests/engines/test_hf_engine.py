@@ -37,10 +37,10 @@ def _t(seed: int, width: int = HIDDEN) -> torch.Tensor:
 
 
 RESOLVED: dict[str, Any] = {
-    "v1": VectorData("v1", {layer: _t(10 + layer) * 2 for layer in range(LAYERS)}),
-    "v2": VectorData("v2", {layer: _t(20 + layer) for layer in range(LAYERS)}),
-    "p1": ProbeData("p1", _t(30) / 8, 0.1),
-    "p2": ProbeData("p2", _t(31) / 8, -0.2),
+    "v1": VectorData.of({layer: _t(10 + layer) * 2 for layer in range(LAYERS)}),
+    "v2": VectorData.of({layer: _t(20 + layer) for layer in range(LAYERS)}),
+    "p1": ProbeData.of(_t(30) / 8, 0.1),
+    "p2": ProbeData.of(_t(31) / 8, -0.2),
 }
 
 
@@ -364,7 +364,7 @@ def test_bad_requests_are_refused_before_any_forward(make_core: MakeCore) -> Non
         compile_recipe(
             parse_recipe({"interventions": [{"op": "steer", "layer": 0, "vector": "w"}]}),
             core.shape,
-            {"w": VectorData("w", {0: torch.ones(HIDDEN + 1)})},
+            {"w": VectorData.of({0: torch.ones(HIDDEN + 1)})},
         )
     core.add(_req("dup", (1, 2)))
     with pytest.raises(RequestError, match="already live"):
@@ -414,3 +414,65 @@ def test_async_engine_streams_events_and_takes_live_control() -> None:
     assert sum(isinstance(e, ReadEvent) for e in ev_x) == 5 + 12
     assert any(isinstance(e, AdjustedEvent) for e in ev_x)
     assert not any(isinstance(e, ReadEvent) for e in ev_y)
+
+
+# ---------------------------------------------------------------------------------------- gates, patches
+def test_previous_token_gate_equals_explicit_positions_where_it_fired(make_core: MakeCore) -> None:
+    core = make_core()
+    prompt = _prompt(14, 6)
+    reference = run_alone(
+        core, _req("ref", prompt, _recipe(core, [{"op": "probe", "layer": 3, "probe": "p2"}]), n=10)
+    )
+    generated = [reference.reads[p].probes[0] for p in range(6, 16)]
+    threshold = sorted(generated)[len(generated) // 2]
+    gate = {"probe": "p2", "layer": 3, "threshold": threshold}  # after the write: previous token's score
+    gated = _recipe(
+        core,
+        [
+            {"op": "steer", "layer": 0, "point": "resid_pre", "vector": "v1", "scale": 0.1, "when": gate},
+            {"op": "probe", "layer": 3, "probe": "p2"},
+        ],
+    )
+    forced = reference.tokens
+    run = run_alone(core, _forced(_req("g", prompt, gated, n=10), forced))
+    scores = {p: run.reads[p].probes[1] for p in run.reads}
+    fired = [p for p in range(6, 16) if scores[p - 1] > threshold]
+    assert 0 < len(fired) < 10, "the gate must fire on some generated tokens and not on others"
+    explicit = _recipe(
+        core,
+        [
+            {
+                "op": "steer",
+                "layer": 0,
+                "point": "resid_pre",
+                "vector": "v1",
+                "scale": 0.1,
+                "positions": {"indices": fired},
+            },
+            {"op": "probe", "layer": 3, "probe": "p2"},
+        ],
+    )
+    same = run_alone(core, _forced(_req("e", prompt, explicit, n=10), forced))
+    for a, b in zip(run.logits, same.logits, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    assert all(abs(run.reads[p].probes[1] - same.reads[p].probes[1]) <= 1e-5 for p in run.reads)
+    never = _recipe(core, [{"op": "probe", "layer": 3, "probe": "p2"}])
+    unsteered = run_alone(core, _forced(_req("u", prompt, never, n=10), forced))
+    assert any((a - b).abs().max() > 1e-3 for a, b in zip(run.logits, unsteered.logits, strict=True))
+
+
+def test_patch_through_the_engine_reproduces_the_source_prompt(make_core: MakeCore) -> None:
+    core = make_core()
+    tokenizer = core.tokenizer
+    source_text, target_text = "The cat sat on the mat.", "A dog ran in the park!"
+    source = tuple(tokenizer.encode(source_text, add_special_tokens=False))
+    target = tuple(tokenizer.encode(target_text, add_special_tokens=False))
+    assert len(source) == len(target) and source != target
+    clean = run_alone(core, _req("s", source, n=3))
+    for spec in ({"text": source_text}, {"tokens": list(source)}):
+        recipe = _recipe(core, [{"op": "patch", "layer": 1, "source": spec, "positions": "prompt"}])
+        patched = run_alone(core, _req("t", target, recipe, n=3))
+        # Every prompt position's residual at layer 1 is the source's: the next token's logits are too.
+        torch.testing.assert_close(patched.logits[0], clean.logits[0], rtol=0, atol=1e-5)
+    plain = run_alone(core, _req("u", target, n=3))
+    assert (plain.logits[0] - clean.logits[0]).abs().max() > 1e-2

@@ -45,7 +45,7 @@ def test_steer_adds_scale_times_vector_only_at_chosen_positions(
     recipe = _compile(
         runner,
         [{"op": "steer", "layer": 1, "vector": "v", "scale": 2.5, "positions": {"indices": [1, 3]}}],
-        {"v": VectorData("v", {1: v})},
+        {"v": VectorData.of({1: v})},
     )
     out = runner.forward(ids, recipes=[recipe, None], capture=[(1, "resid_post")])
     before, after = out.captured[(1, "resid_post")]
@@ -73,7 +73,7 @@ def test_steer_unit_and_resid_norm(runner: PlainRunner, ids: torch.Tensor) -> No
             "point": "resid_pre",
         },
     ]
-    recipe = _compile(runner, items, {"v": VectorData("v", {2: v})})
+    recipe = _compile(runner, items, {"v": VectorData.of({2: v})})
     out = runner.forward(ids[:1], recipes=[recipe], capture=[(2, "resid_post"), (2, "resid_pre")])
     before, after = out.captured[(2, "resid_post")]
     torch.testing.assert_close(after - before, (2.0 * unit).expand_as(after), rtol=0, atol=1e-5)
@@ -89,7 +89,7 @@ def test_ablate_zeroes_and_mean_replaces(runner: PlainRunner, ids: torch.Tensor)
         {"op": "ablate", "layer": 0, "point": "mlp_act", "dims": [0, 5, 9]},
         {"op": "ablate", "layer": 1, "point": "mlp_act", "dims": [2, 4], "mode": "mean", "mean": "m"},
     ]
-    recipe = _compile(runner, items, {"m": VectorData("m", {1: means})})
+    recipe = _compile(runner, items, {"m": VectorData.of({1: means})})
     out = runner.forward(ids[:1], recipes=[recipe], capture=[(0, "mlp_act"), (1, "mlp_act")])
     before, after = out.captured[(0, "mlp_act")]
     assert torch.equal(after[..., [0, 5, 9]], torch.zeros(1, SEQ, 3))
@@ -108,7 +108,7 @@ def test_project_out_leaves_no_component_and_clamp_sets_it(runner: PlainRunner, 
         {"op": "project_out", "layer": 1, "direction": "d"},
         {"op": "clamp", "layer": 2, "direction": "d", "value": 4.0, "positions": "last_prompt"},
     ]
-    recipe = _compile(runner, items, {"d": VectorData("d", {1: d, 2: d})})
+    recipe = _compile(runner, items, {"d": VectorData.of({1: d, 2: d})})
     out = runner.forward(ids[:1], recipes=[recipe], capture=[(1, "resid_post"), (2, "resid_post")])
     before, after = out.captured[(1, "resid_post")]
     assert (before @ u).abs().min() > 1e-3
@@ -158,7 +158,7 @@ def test_probe_scores_equal_hand_computation(runner: PlainRunner, ids: torch.Ten
         {"op": "probe", "layer": 2, "probe": "p"},  # reads before the site's writes
         {"op": "probe", "layer": 3, "point": "resid_pre", "probe": "p"},
     ]
-    recipe = _compile(runner, items, {"p": ProbeData("p", w, b), "v": VectorData("v", {2: _vec(hidden, 5)})})
+    recipe = _compile(runner, items, {"p": ProbeData.of(w, b), "v": VectorData.of({2: _vec(hidden, 5)})})
     out = runner.forward(ids, recipes=[recipe, recipe], capture=[(2, "resid_post"), (3, "resid_pre")])
     for row in range(2):
         h_before = out.captured[(2, "resid_post")][0][row]
@@ -204,7 +204,7 @@ def test_when_gate_writes_only_where_the_probe_crosses(runner: PlainRunner, ids:
         # A probe after the write gates on the previous token, which prompt tokens never have.
         {"op": "steer", "layer": 0, "point": "resid_pre", "vector": "v", "when": {**gate, "layer": 3}},
     ]
-    recipe = _compile(runner, items, {"p": ProbeData("p", w, 0.0), "v": VectorData("v", {1: v, 0: v})})
+    recipe = _compile(runner, items, {"p": ProbeData.of(w, 0.0), "v": VectorData.of({1: v, 0: v})})
     out = runner.forward(
         ids[:1], recipes=[recipe], capture=[(1, "resid_post"), (1, "resid_pre"), (0, "resid_pre")]
     )
@@ -228,7 +228,7 @@ def test_zero_scale_and_disabled_lanes_are_bit_exact_no_ops(runner: PlainRunner,
         {"op": "steer", "layer": 1, "vector": "v", "scale": 0.0},
         {"op": "project_out", "layer": 2, "direction": "v", "enabled": False},
     ]
-    recipe = _compile(runner, items, {"v": VectorData("v", {1: _vec(hidden, 8), 2: _vec(hidden, 9)})})
+    recipe = _compile(runner, items, {"v": VectorData.of({1: _vec(hidden, 8), 2: _vec(hidden, 9)})})
     plain = runner.forward(ids)
     out = runner.forward(ids, recipes=[recipe, recipe])
     assert torch.equal(out.logits, plain.logits)
@@ -244,36 +244,36 @@ def test_zero_scale_and_disabled_lanes_are_bit_exact_no_ops(runner: PlainRunner,
         ),
         ({"op": "steer", "layer": -5, "vector": "v"}, {}, "out of range"),
         ({"op": "steer", "layer": 0, "vector": "missing"}, {}, "unknown vector 'missing'"),
-        ({"op": "steer", "layer": 0, "vector": "v"}, {"v": VectorData("v", {0: torch.ones(63)})}, "width 63"),
+        ({"op": "steer", "layer": 0, "vector": "v"}, {"v": VectorData.of({0: torch.ones(63)})}, "width 63"),
         (
             {"op": "steer", "layer": 0, "point": "mlp_act", "vector": "v"},
-            {"v": VectorData("v", {0: torch.ones(64)})},
+            {"v": VectorData.of({0: torch.ones(64)})},
             "does not match the site's width",
         ),
         (
             {"op": "steer", "layer": 0, "vector": "p"},
-            {"p": ProbeData("p", torch.ones(64), 0.0)},
+            {"p": ProbeData.of(torch.ones(64), 0.0)},
             "is not a vector",
         ),
         (
             {"op": "steer", "layer": 0, "vector": "v"},
-            {"v": VectorData("v", {0: torch.ones(64)}, model="other")},
+            {"v": VectorData.of({0: torch.ones(64)}, model="other")},
             "belongs to model 'other'",
         ),
         (
             {"op": "steer", "layer": 2, "vector": "v"},
-            {"v": VectorData("v", {0: torch.ones(64), 1: torch.ones(64)})},
+            {"v": VectorData.of({0: torch.ones(64), 1: torch.ones(64)})},
             "no direction for layer 2",
         ),
         (
             {"op": "project_out", "layer": 0, "direction": "z"},
-            {"z": VectorData("z", {0: torch.zeros(64)})},
+            {"z": VectorData.of({0: torch.zeros(64)})},
             "zeros",
         ),
         ({"op": "ablate", "layer": 0, "dims": [64]}, {}, "dimension 64 out of range"),
         (
             {"op": "probe", "layer": 0, "probe": "p"},
-            {"p": ProbeData("p", torch.ones(32), 0.0)},
+            {"p": ProbeData.of(torch.ones(32), 0.0)},
             "probe width 32",
         ),
         ({"op": "patch", "layer": 0, "source": {"tokens": [100000]}}, {}, "vocabulary size"),
@@ -296,8 +296,8 @@ def test_nan_and_inf_tensors_are_refused_on_resolution() -> None:
     bad = torch.ones(64)
     bad[3] = float("nan")
     with pytest.raises(RecipeError, match="NaN or Inf"):
-        VectorData("v", {0: bad})
+        VectorData.of({0: bad})
     with pytest.raises(RecipeError, match="NaN or Inf"):
-        ProbeData("p", torch.full((64,), float("inf")), 0.0)
+        ProbeData.of(torch.full((64,), float("inf")), 0.0)
     with pytest.raises(RecipeError, match="bias"):
-        ProbeData("p", torch.ones(64), float("nan"))
+        ProbeData.of(torch.ones(64), float("nan"))

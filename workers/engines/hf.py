@@ -24,7 +24,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,7 @@ class _Live:
     finishing: FinishReason | None = None  # set when the last token is out but its reads are not
     scheduled: list[tuple[int, Adjustment]] = field(default_factory=list)
     reads: bool = False
+    probe_cols: Tensor | None = None  # score columns of its probes, in recipe order
 
     @property
     def prompt_len(self) -> int:
@@ -77,7 +79,8 @@ class HFEngineCore:
         model_name: the deployment name resolved tensors must belong to.
         max_requests: concurrent request slots.
         max_batch_tokens: tokens per forward (a long prompt is prefilled in chunks).
-        num_blocks: KV cache capacity in pages of ``page_size`` tokens.
+        num_blocks: KV cache capacity in pages of ``page_size`` tokens. Every live request holds at
+            least one page: size it for ``max_requests`` (requests that do not fit wait).
         page_size: tokens per KV page.
         min_step_time: seconds; a step never returns sooner (tests that act during a generation).
     """
@@ -90,8 +93,8 @@ class HFEngineCore:
         model_name: str = "model",
         max_requests: int = 64,
         max_batch_tokens: int = 512,
-        num_blocks: int = 64,
-        page_size: int = 256,
+        num_blocks: int = 256,
+        page_size: int = 64,
         min_step_time: float = 0.0,
     ) -> None:
         self.model = model.eval()
@@ -377,20 +380,18 @@ class HFEngineCore:
             self._capture = None
         return {site: t for site, t in captured.items() if t is not None}
 
-    def _plain_attention(self) -> Any:
-        manager = self._manager
-        original = manager._original_attn_impl
-
-        class _Ctx:
-            def __enter__(self_inner) -> None:
-                if original is not None:
-                    self.model.set_attn_implementation(original)
-
-            def __exit__(self_inner, *exc: object) -> None:
-                if original is not None:
-                    manager.switch_to_cb_friendly_attn(self.model, False)
-
-        return _Ctx()
+    @contextmanager
+    def _plain_attention(self) -> Iterator[None]:
+        # Continuous batching may have switched the model to a paged attention implementation; a
+        # plain forward needs the original one back for its duration.
+        original = self._manager._original_attn_impl
+        if original is not None:
+            self.model.set_attn_implementation(original)
+        try:
+            yield
+        finally:
+            if original is not None:
+                self._manager.switch_to_cb_friendly_attn(self.model, False)
 
     def _forward(self, events: list[Event]) -> bool:
         bp = self._bp
@@ -478,14 +479,18 @@ class HFEngineCore:
     ) -> None:
         rec = self.plan.record(live.req.request_id)
         compiled = rec.compiled
-        last_pos = live.prompt_len + live.req.sampling.max_new_tokens - 1
+        qlen = min(qlen, live.prompt_len + live.req.sampling.max_new_tokens - live.next_pos)
+        values: list[list[float]] = []
+        if compiled.probes and scores is not None:
+            if live.probe_cols is None:
+                live.probe_cols = torch.tensor([rec.probe_cols[p.index] for p in compiled.probes])
+            # One host copy per request per step, not one per value.
+            values = scores[row : row + qlen].index_select(1, live.probe_cols).tolist()
         for r in range(qlen):
             pos = live.next_pos + r
-            if pos > last_pos:
-                break
             probes = {
-                p.index: float(scores[row + r, rec.probe_cols[p.index]])  # type: ignore[index]
-                for p in compiled.probes
+                p.index: values[r][j]
+                for j, p in enumerate(compiled.probes)
                 if positions_contain(rec.positions[p.index], pos)
             }
             lenses = {}
@@ -526,9 +531,11 @@ class HFEngineCore:
         else:
             self._finish(live, reason, events)
 
-    def _finish(self, live: _Live, reason: FinishReason, events: list[Event]) -> None:
+    def _finish(
+        self, live: _Live, reason: FinishReason, events: list[Event], error: str | None = None
+    ) -> None:
         rid = live.req.request_id
-        events.append(FinishedEvent(rid, reason, tuple(live.tokens)))
+        events.append(FinishedEvent(rid, reason, tuple(live.tokens), error=error))
         # Free it in the scheduler now (we are between forwards, on the stepping thread): a queued
         # cancel would also hit a later request that reuses the id.
         scheduler = self._bp.scheduler
@@ -558,6 +565,13 @@ class HFEngineCore:
         output_ids[0, : tokens.shape[0]].copy_(tokens.to(output_ids.dtype))
         self._step_logprobs = logprobs
         self._step_logits = logits
+
+    def fail_all(self, error: str) -> list[Event]:
+        """Finish every live request with reason ``error`` (after an engine failure)."""
+        events: list[Event] = []
+        for live in list(self._live.values()):
+            self._finish(live, "error", events, error=error)
+        return events
 
     def close(self) -> None:
         for h in self._hooks:
@@ -635,12 +649,7 @@ class HFEngine:
             self._dispatch(events)
 
     def _fail_all(self) -> list[Event]:
-        out: list[Event] = []
-        for rid in list(self.core._live):
-            live = self.core._live[rid]
-            out.append(FinishedEvent(rid, "error", tuple(live.tokens), error="engine step failed"))
-            self.core._finish(live, "error", [])
-        return out
+        return self.core.fail_all("engine step failed")
 
     def _dispatch(self, events: list[Event]) -> None:
         put: Callable[..., Any]
