@@ -290,21 +290,32 @@ def _direction(data: VectorData, layer: int, width: int, where: _Where) -> Tenso
     return vec
 
 
-_UNIT_CACHE: dict[str, Tensor] = {}
-
-
-def _unit(vec: Tensor, where: _Where, key: str) -> Tensor:
-    # Cached by content key: a warm request's compile does no tensor math.
-    cached = _UNIT_CACHE.get(key)
-    if cached is not None:
-        return cached
+def _unit(vec: Tensor, where: _Where) -> Tensor:
     norm = float(torch.linalg.vector_norm(vec))
     if norm == 0.0:
         raise RecipeError(f"{where}: the direction is all zeros")
-    if len(_UNIT_CACHE) > 4096:
-        _UNIT_CACHE.clear()
-    _UNIT_CACHE[key] = unit = vec / norm
-    return unit
+    return vec / norm
+
+
+# (vector key, layer, width, unit-normalised) -> (direction row, bank key): a warm request's compile
+# does no tensor work and no string formatting. Keys are content hashes, so entries never go stale.
+_ROW_CACHE: dict[tuple[str, int, int, bool], tuple[Tensor, str]] = {}
+
+
+def _lane_row(
+    data: VectorData, layer: int, width: int, normalized: bool, where: _Where
+) -> tuple[Tensor, str]:
+    ck = (data.key, layer, width, normalized)
+    hit = _ROW_CACHE.get(ck)
+    if hit is not None:
+        return hit
+    vec = _direction(data, layer, width, where)
+    if normalized:
+        vec = _unit(vec, where)
+    if len(_ROW_CACHE) > 8192:
+        _ROW_CACHE.clear()
+    _ROW_CACHE[ck] = row = (vec, f"{data.key}@{layer}:{normalized}")
+    return row
 
 
 @lru_cache(maxsize=256)
@@ -388,11 +399,7 @@ def _lower_steer(
 ) -> CompiledLane:
     field_where = where.at("vector")
     vdata = _vector(resolved, item.vector, field_where, model)
-    vec = _direction(vdata, site[0], _width(shape, site[1]), field_where)
-    normalized = item.normalize != "none"
-    key = f"{vdata.key}@{site[0]}:{normalized}"
-    if normalized:
-        vec = _unit(vec, field_where, key)
+    vec, key = _lane_row(vdata, site[0], _width(shape, site[1]), item.normalize != "none", field_where)
     unit = _UNIT_RESID_NORM if item.normalize == "resid_norm" else _UNIT_ADD
     gate = _gate(item, site, shape, resolved, where, model)
     return CompiledLane(i, site, "steer", unit, item.scale, item.enabled, item.positions, vec, key, gate=gate)
@@ -409,8 +416,7 @@ def _lower_direction(
 ) -> CompiledLane:
     field_where = where.at("direction")
     vdata = _vector(resolved, item.direction, field_where, model)
-    key = f"{vdata.key}@{site[0]}:True"
-    vec = _unit(_direction(vdata, site[0], _width(shape, site[1]), field_where), field_where, key)
+    vec, key = _lane_row(vdata, site[0], _width(shape, site[1]), True, field_where)
     unit = (item.value, 0.0, -1.0, 0.0) if isinstance(item, Clamp) else _UNIT_PROJECT
     gate = _gate(item, site, shape, resolved, where, model)
     return CompiledLane(i, site, item.op, unit, item.scale, item.enabled, item.positions, vec, key, gate=gate)
@@ -900,24 +906,28 @@ class BatchPlan:
         """Free a leaving request's slot and lanes; release its bank rows and probe columns."""
         rec = self._records.pop(key)
         slot = self._slot_of.pop(key)
+        touched: set[Site] = set()
         for lr in rec.lanes.values():
             state = self.sites[lr.site]
-            state.ints[slot, lr.lane] = 0
-            state.floats[slot, lr.lane] = 0
-            state.explicit[slot, lr.lane] = -1
-            state.lane_used[slot, lr.lane] = False
-            state.slot_lanes[slot] = 0
+            touched.add(lr.site)
             state.count(lr.terms, -1)
-            state.dirty = True
             for bank, k in lr.keys:
                 getattr(state, bank).release(k)
             if lr.gate_column is not None:
                 self._release_column(*lr.gate_column)
             self._prev_gates -= lr.prev_gate
+        for site in touched:  # every lane of the slot goes at once
+            state = self.sites[site]
+            state.ints[slot] = 0
+            state.floats[slot] = 0
+            state.explicit[slot] = -1
+            state.lane_used[slot] = False
+            state.slot_lanes[slot] = 0
+            state.dirty = True
         for probe_key, site in rec.probe_keys:
             self._release_column(probe_key, site)
-        for state in self.sites.values():
-            state.lens_k.pop(slot, None)
+        for lens in rec.compiled.lenses:
+            self.sites[lens.site].lens_k.pop(slot, None)
         self.prompt_len[slot] = 0
         self._prompt_dirty = True
         self._free_slots.append(slot)
@@ -966,63 +976,69 @@ class BatchPlan:
     ) -> None:
         state = self.sites.get(lane.site) or self._site(lane.site)
         k = state.free_lane(slot)
-        ints = state.ints[slot, k]  # views into the tables: written in place
-        floats = state.floats[slot, k]
         keys: list[tuple[str, str]] = []
+        dir_row = mask_row = src_row = src_step = src_off = src_len = 0
         if lane.direction_key is not None and lane.direction is not None:
-            ints[ops.I_DIR] = self._acquire_row(state, "dirs", ops.I_DIR, lane.direction_key, lane.direction)
+            dir_row = self._acquire_row(state, "dirs", ops.I_DIR, lane.direction_key, lane.direction)
             keys.append(("dirs", lane.direction_key))
         if lane.mask_key is not None and lane.mask is not None:
-            ints[ops.I_MASK] = self._acquire_row(state, "masks", ops.I_MASK, lane.mask_key, lane.mask)
+            mask_row = self._acquire_row(state, "masks", ops.I_MASK, lane.mask_key, lane.mask)
             keys.append(("masks", lane.mask_key))
         if lane.source_key is not None and lane.source is not None:
-            ints[ops.I_SRC] = self._acquire_row(state, "sources", ops.I_SRC, lane.source_key, lane.source)
+            src_row = self._acquire_row(state, "sources", ops.I_SRC, lane.source_key, lane.source)
             keys.append(("sources", lane.source_key))
         if lane.op == "patch":
             assert patch_sources is not None
             acts = patch_sources[lane.index].reshape(-1, state.width)
             key = "patch:" + _tensor_key(acts)
-            ints[ops.I_SRC] = self._acquire_row(state, "sources", ops.I_SRC, key, acts)
+            src_row = self._acquire_row(state, "sources", ops.I_SRC, key, acts)
             keys.append(("sources", key))
             src_len = acts.shape[0]
-            ints[ops.I_SRC_STEP] = 1
-            ints[ops.I_SRC_OFF] = 0 if lane.patch_align == "start" else src_len - rec.prompt_len
-            ints[ops.I_SRC_LEN] = src_len
+            src_step = 1
+            src_off = 0 if lane.patch_align == "start" else src_len - rec.prompt_len
+        gate_col = gate_mode = 0
+        threshold = sign = 0.0
+        gate_column = None
+        g = lane.gate
+        if g is not None:
+            gate_col = self._acquire_column(g.key, g.site, g.weight, g.bias)
+            gate_mode, threshold, sign = g.mode, g.threshold, g.sign
+            gate_column = (g.key, g.site)
+        prev_gate = gate_mode == ops.GATE_PREV_TOKEN
+        self._prev_gates += prev_gate
         start, stop, step, explicit = pos
-        ints[ops.I_POS_START] = start
-        ints[ops.I_POS_STOP] = stop
-        ints[ops.I_POS_STEP] = step
+        # One assignment per table row (the column order is ops.I_* / ops.F_*).
+        state.ints[slot, k] = (
+            dir_row,
+            mask_row,
+            src_row,
+            src_step,
+            src_off,
+            src_len,
+            start,
+            stop,
+            step,
+            gate_col,
+            gate_mode,
+        )
         factor = lane.scale if lane.enabled else 0.0
         unit = lane.unit
-        floats[: ops.F_GATE_THR] = (unit[0] * factor, unit[1] * factor, unit[2] * factor, unit[3] * factor)
-        gate_column = None
-        prev_gate = False
-        if lane.gate is not None:
-            g = lane.gate
-            ints[ops.I_GATE_COL] = self._acquire_column(g.key, g.site, g.weight, g.bias)
-            ints[ops.I_GATE_MODE] = g.mode
-            floats[ops.F_GATE_THR] = g.threshold
-            floats[ops.F_GATE_SIGN] = g.sign
-            gate_column = (g.key, g.site)
-            prev_gate = g.mode == ops.GATE_PREV_TOKEN
-            self._prev_gates += prev_gate
+        state.floats[slot, k] = (
+            unit[0] * factor,
+            unit[1] * factor,
+            unit[2] * factor,
+            unit[3] * factor,
+            threshold,
+            sign,
+        )
         if explicit:
             state.ensure_explicit(len(explicit))
             state.explicit[slot, k, : len(explicit)] = explicit
         state.lane_used[slot, k] = True
-        terms = lane.terms
-        state.count(terms, 1)
+        state.count(lane.terms, 1)
         state.dirty = True
         rec.lanes[lane.index] = _LaneRecord(
-            lane.site,
-            k,
-            unit,
-            lane.scale,
-            lane.enabled,
-            tuple(keys),
-            terms,
-            gate_column,
-            prev_gate,
+            lane.site, k, unit, lane.scale, lane.enabled, tuple(keys), lane.terms, gate_column, prev_gate
         )
 
     @staticmethod
