@@ -403,8 +403,21 @@ def test_async_engine_streams_events_and_takes_live_control() -> None:
             consume(_req("y", _prompt(13, 5), n=12), adjust_after=None),
         )
 
+    async def walk_away() -> None:
+        stream = engine.submit(_req("w", _prompt(14, 5), n=400))
+        async for event in stream:
+            if isinstance(event, TokenEvent):
+                break
+        await stream.aclose()
+        for _ in range(200):  # the engine aborts it within a step or two
+            if engine.core.live_requests() == 0:
+                return
+            await asyncio.sleep(0.01)
+
     try:
         ev_x, ev_y = asyncio.run(main())
+        asyncio.run(walk_away())
+        assert engine.core.live_requests() == 0, "a consumer that went away leaves nothing generating"
         with pytest.raises(RequestError):
             asyncio.run(anext(engine.submit(_req("z", ()))))  # type: ignore[arg-type]
     finally:

@@ -612,15 +612,19 @@ class HFEngine:
                 self._queues.pop(request.request_id, None)
             raise
         self._wake.set()
+        finished = False
         try:
             while True:
                 event = await q.get()
+                finished = isinstance(event, FinishedEvent)
                 yield event
-                if isinstance(event, FinishedEvent):
+                if finished:
                     return
         finally:
             with self._lock:
                 self._queues.pop(request.request_id, None)
+            if not finished:  # the consumer went away (a closed browser): stop generating for it
+                self.abort(request.request_id)
 
     def adjust(self, request_id: str, adjustment: Adjustment) -> None:
         self.core.adjust(request_id, adjustment)
