@@ -11,6 +11,7 @@ PYTEST_ARGS ?=
 # Adding a tier is one line here.
 TEST_TIERS := tests/unit
 TEST_TIERS += tests/engines
+TEST_TIERS += tests/integration
 
 # `make test` under CI=true uses the derandomized hypothesis profile (tests/conftest.py).
 HYPOTHESIS_PROFILE ?= $(if $(filter true 1,$(CI)),ci,dev)
@@ -36,7 +37,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 # ------------------------------------------------------------------------------------------
-# Tests: unit + engine tiers (pytest's own exit status, "no tests collected" included).
+# Tests: unit, engine and integration tiers (pytest's own exit status, "no tests collected" included).
 # ------------------------------------------------------------------------------------------
 test: install
 	@tiers=($(wildcard $(TEST_TIERS))); \

@@ -1,0 +1,1 @@
+"""Steerlab's Django project: settings, URL routing and the apps."""

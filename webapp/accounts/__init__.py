@@ -1,0 +1,1 @@
+"""Users, teams, memberships and roles, invitations, personal API tokens."""

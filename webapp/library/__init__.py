@@ -1,0 +1,1 @@
+"""The library: model deployments, steering vectors, probes, datasets and versioned recipes."""
