@@ -23,7 +23,7 @@ TIER_MARKERS = $(subst $(space), or ,$(strip $(notdir $(TEST_TIERS))))
 
 BENCH_LOG := /tmp/steerlab-bench-$(shell date +%Y%m%d-%H%M%S).log
 
-.PHONY: install test lint bench schema clean
+.PHONY: install test lint bench schema openapi clean
 
 # ------------------------------------------------------------------------------------------
 # Environment: reinstalled when pyproject.toml changes.
@@ -87,6 +87,10 @@ bench: install
 # ------------------------------------------------------------------------------------------
 schema: install
 	$(PY) -m interventions.spec --write
+
+# The committed OpenAPI document of the HTTP API (the front end generates its types from it).
+openapi: install
+	$(PY) manage.py export_openapi
 
 clean:
 	rm -rf build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache

@@ -249,3 +249,34 @@ def authenticate_api_token(raw: str) -> User | None:
     if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return token.user
+
+
+# --------------------------------------------------------------------------------------------
+# Look-ups for the API: what a user may see, or DoesNotExist (a 404 that reveals nothing)
+# --------------------------------------------------------------------------------------------
+def visible_team(user: User, team_id: int) -> Team:
+    """The team if the user is a member of it; ``Team.DoesNotExist`` otherwise, so that a
+    non-member cannot tell a team that exists from one that does not."""
+    return Team.objects.get(pk=team_id, memberships__user=user)
+
+
+def list_members(user: User, team: Team) -> QuerySet[Membership]:
+    """The team's memberships (with their users), for members of the team only."""
+    if role_in(user, team) is None:
+        raise PermissionDenied(f"Only members of {team.name!r} can see its members.")
+    return Membership.objects.filter(team=team).select_related("user").order_by("created_at", "id")
+
+
+def team_member(team: Team, user_id: int) -> User:
+    """The member of the team with this id; ``User.DoesNotExist`` when there is none."""
+    return User.objects.get(pk=user_id, memberships__team=team)
+
+
+def api_tokens_of(user: User) -> QuerySet[ApiToken]:
+    """The user's own API tokens, revoked ones included (newest first)."""
+    return ApiToken.objects.filter(user=user).order_by("-created_at", "-id")
+
+
+def own_api_token(user: User, token_id: int) -> ApiToken:
+    """One of the user's own tokens; ``ApiToken.DoesNotExist`` for anyone else's."""
+    return ApiToken.objects.get(pk=token_id, user=user)

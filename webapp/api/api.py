@@ -1,0 +1,82 @@
+"""The one ``NinjaAPI``: authentication, error mapping and the routers.
+
+Every endpoint accepts either credential:
+
+* ``Authorization: Bearer stl_...`` — a personal API token, for scripts. A header cannot be set by
+  another site, so these requests need no CSRF token.
+* the Django session cookie, for the browser — with Django's CSRF check on unsafe methods.
+
+Errors are JSON ``{"detail": ...}``: ``PermissionDenied`` -> 403, a service's ``ValidationError``
+-> 400 (ninja's own request-validation errors stay 422), ``Http404`` and a missing object -> 404.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
+from django.http import HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.security import HttpBearer, SessionAuth
+
+from webapp.accounts.services import authenticate_api_token
+
+
+class ApiTokenAuth(HttpBearer):
+    """``Authorization: Bearer stl_...``: a personal API token (unknown or revoked -> not authenticated)."""
+
+    openapi_scheme = "bearer"
+
+    def authenticate(self, request: HttpRequest, token: str) -> Any:
+        return authenticate_api_token(token)
+
+
+class BrowserSessionAuth(SessionAuth):
+    """The session cookie, with CSRF enforced on unsafe methods (``SessionAuth(csrf=True)``).
+
+    The CSRF check runs only for a logged-in session: a request without one carries no ambient
+    credential to abuse, and must get 401 (not authenticated) rather than 403.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(csrf=True)
+
+    def _get_key(self, request: HttpRequest) -> str | None:
+        if not request.user.is_authenticated:
+            return None
+        return super()._get_key(request)
+
+
+api = NinjaAPI(
+    title="Steerlab",
+    version="1",
+    urls_namespace="api",
+    # Token first: a script that sends a valid token is never asked for a CSRF token.
+    auth=[ApiTokenAuth(), BrowserSessionAuth()],
+)
+
+
+def _messages(exc: ValidationError) -> str:
+    return " ".join(exc.messages)
+
+
+@api.exception_handler(PermissionDenied)
+def _permission_denied(request: HttpRequest, exc: PermissionDenied) -> HttpResponse:
+    return api.create_response(request, {"detail": str(exc) or "Permission denied."}, status=403)
+
+
+@api.exception_handler(ValidationError)
+def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    return api.create_response(request, {"detail": _messages(exc)}, status=400)
+
+
+@api.exception_handler(ObjectDoesNotExist)
+def _does_not_exist(request: HttpRequest, exc: ObjectDoesNotExist) -> HttpResponse:
+    # One message whatever the object: a 404 must not say which objects exist.
+    return api.create_response(request, {"detail": "Not Found"}, status=404)
+
+
+# Routers are imported last: they import ``api``'s neighbours, never ``api`` itself.
+from webapp.api.accounts import router as accounts_router  # noqa: E402
+
+api.add_router("", accounts_router)
