@@ -130,6 +130,9 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
 
+# Library uploads (vectors, probes, datasets): larger files are refused before parsing.
+STEERLAB_MAX_UPLOAD_BYTES = env_int("STEERLAB_MAX_UPLOAD_BYTES", 64 * 1024 * 1024, minimum=1)
+
 # --------------------------------------------------------------------------------------------
 # HTTPS and cookies: on unless DEBUG, each overridable (e.g. behind a TLS-terminating proxy).
 # --------------------------------------------------------------------------------------------

@@ -54,3 +54,15 @@ def test_env_list() -> None:
     assert env_list("L", environ={}) == []
     assert env_list("L", ["a"], environ={}) == ["a"]
     assert env_list("L", environ={"L": " a.example, ,b.example ,"}) == ["a.example", "b.example"]
+
+
+def test_env_example_documents_every_variable_the_settings_read() -> None:
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    settings = (root / "webapp" / "settings.py").read_text()
+    names = set(re.findall(r"env_(?:str|bool|int|list)\(\s*\"([A-Z_][A-Z0-9_]*)\"", settings))
+    documented = set(re.findall(r"^#?\s*([A-Z_][A-Z0-9_]*)=", (root / ".env.example").read_text(), re.M))
+    assert "SECRET_KEY" in names and "DATABASE_URL" in names, "the scan finds the settings' variables"
+    assert names - documented == set(), f"undocumented in .env.example: {sorted(names - documented)}"
