@@ -10,10 +10,11 @@ from datetime import datetime
 
 from django.http import HttpRequest
 from ninja import Router, Schema, Status
-from ninja.pagination import LimitOffsetPagination, paginate
+from ninja.pagination import paginate
 
 from webapp.accounts import services
 from webapp.accounts.models import ApiToken, Membership, Role, Team, User
+from webapp.api.pagination import BoundedLimitOffsetPagination
 
 router = Router(tags=["accounts"])
 
@@ -114,7 +115,7 @@ def me(request: HttpRequest) -> User:
 
 
 @router.get("/teams", response=list[TeamOut])
-@paginate(LimitOffsetPagination)
+@paginate(BoundedLimitOffsetPagination)
 def list_teams(request: HttpRequest) -> object:
     return services.teams_of(_user(request))
 
@@ -130,7 +131,7 @@ def get_team(request: HttpRequest, team_id: int) -> Team:
 
 
 @router.get("/teams/{team_id}/members", response={200: list[MemberOut], **DENIED})
-@paginate(LimitOffsetPagination)
+@paginate(BoundedLimitOffsetPagination)
 def list_members(request: HttpRequest, team_id: int) -> object:
     user = _user(request)
     return services.list_members(user, services.visible_team(user, team_id))
@@ -183,7 +184,7 @@ def change_role(request: HttpRequest, team_id: int, user_id: int, payload: RoleI
 # Personal API tokens
 # --------------------------------------------------------------------------------------------
 @router.get("/tokens", response=list[TokenOut])
-@paginate(LimitOffsetPagination)
+@paginate(BoundedLimitOffsetPagination)
 def list_tokens(request: HttpRequest) -> object:
     return services.api_tokens_of(_user(request))
 

@@ -80,3 +80,6 @@ def _does_not_exist(request: HttpRequest, exc: ObjectDoesNotExist) -> HttpRespon
 from webapp.api.accounts import router as accounts_router  # noqa: E402
 
 api.add_router("", accounts_router)
+from webapp.api.library import router as library_router  # noqa: E402
+
+api.add_router("", library_router)

@@ -702,3 +702,33 @@ def public_id(obj: Model) -> str:
     if isinstance(obj, (SteeringVector, Probe)):
         return obj.public_id
     raise TypeError(f"{type(obj).__name__} has no recipe id")
+
+
+# --------------------------------------------------------------------------------------------
+# Lookups and edits for the API
+# --------------------------------------------------------------------------------------------
+def deployment_named(name: str) -> ModelDeployment:
+    """The deployment called ``name``; an unknown name is a ``ValidationError`` (a bad form field)."""
+    deployment = ModelDeployment.objects.filter(name=name).first()
+    if deployment is None:
+        raise ValidationError(f"Unknown deployment {name!r}.")
+    return deployment
+
+
+def update_details(
+    user: User,
+    obj: OwnedT,
+    *,
+    description: str | None = None,
+    visibility: str | None = None,
+    team: Team | None = None,
+) -> OwnedT:
+    """Change ``obj``'s description (editors) and/or who can see it (the owner alone), atomically."""
+    with transaction.atomic():
+        if description is not None:
+            _require_edit(user, obj, type(obj).__name__.lower())
+            obj.description = description  # type: ignore[attr-defined]
+            obj.save(update_fields=["description", "updated_at"])
+        if visibility is not None or team is not None:
+            obj = set_visibility(user, obj, visibility or obj.visibility, team)
+    return obj

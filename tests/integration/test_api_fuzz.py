@@ -1,0 +1,108 @@
+"""Schemathesis against the app's own OpenAPI schema, in process (WSGI), authenticated as alice
+with a Bearer token, against seeded objects: no 5xx, every response matches the schema, and at
+least 80% of the operations reach a 2xx. Examples are capped (and derandomized) for CI."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import pytest
+import schemathesis
+from django.core.signals import request_finished, request_started
+from django.core.wsgi import get_wsgi_application
+from django.db import close_old_connections
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import response_schema_conformance
+
+from tests.integration.test_api_permissions import FILES, STEER, _deployment, _format, _seed
+from webapp.accounts import services
+from webapp.accounts.models import Membership, Role, Team, User
+
+MAX_EXAMPLES = 10
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_test_connection() -> Any:
+    """The WSGI handler closes the database connection after each request; the test's transaction
+    lives on it, so (like Django's test client) keep it open while the fuzzer runs."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+def test_fuzz_the_api(alice: User, bob: User, team_t: Team, make_user: Any, settings: Any) -> None:
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "localhost"]
+    schema = schemathesis.openapi.from_wsgi("/api/openapi.json", get_wsgi_application())
+    dave = make_user("dave")
+    Membership.objects.create(team=team_t, user=dave, role=Role.VIEWER)
+    _, raw = services.create_api_token(alice, name="fuzz")
+    target, _ = services.create_api_token(alice, name="target")  # DELETE /api/tokens/{token_id}
+    seeded = _seed(alice, team_t, _deployment())
+    ids = {**seeded["public"], "team_id": team_t.pk, "user_id": dave.pk, "token_id": target.pk}
+    headers = {"Authorization": f"Bearer {raw}"}
+    statuses: dict[str, set[int]] = defaultdict(set)
+    # Deletions last, so that they do not spoil the other operations' seeded targets.
+    operations = sorted(
+        (result.ok() for result in schema.get_all_operations()), key=lambda op: op.method.upper() == "DELETE"
+    )
+
+    def run(operation: Any, case: Any) -> None:
+        if case.path_parameters:
+            case.path_parameters = {key: ids.get(key, value) for key, value in case.path_parameters.items()}
+        response = case.call(headers=headers)
+        statuses[operation.label].add(response.status_code)
+        case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
+
+    def fuzzer(operation: Any) -> Any:
+        @given(case=operation.as_strategy())
+        @hypothesis_settings(
+            max_examples=MAX_EXAMPLES,
+            derandomize=True,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        def fuzz(case: Any) -> None:
+            run(operation, case)
+
+        return fuzz
+
+    for operation in operations:
+        fuzzer(operation)()
+
+    # Valid requests that random data cannot be expected to find.
+    by_label = {operation.label: operation for operation in operations}
+    explicit: dict[str, dict[str, Any]] = {
+        "POST /api/recipes": {
+            "body": {"deployment": "tiny", "name": "r", "spec": _format(STEER, {"ref": ids["ref"]})},
+            "media_type": "application/json",
+        },
+        "POST /api/recipes/{recipe_id}/versions": {
+            "body": {"spec": _format(STEER, {"ref": ids["ref"]})},
+            "media_type": "application/json",
+            "path_parameters": {"recipe_id": ids["recipe_id"]},
+        },
+    }
+    for what, fields in (
+        ("vector", {"deployment": "tiny", "name": "up"}),
+        ("probe", {"deployment": "tiny", "name": "up", "layer": 1}),
+        ("dataset", {"name": "up"}),
+    ):
+        filename, make = FILES[what]
+        explicit[f"POST /api/{what}s"] = {
+            "body": {**fields, "file": (filename, make())},
+            "media_type": "multipart/form-data",
+        }
+    for label, kwargs in explicit.items():
+        run(by_label[label], by_label[label].Case(**kwargs))
+
+    reached = sorted(label for label, codes in statuses.items() if any(200 <= c < 300 for c in codes))
+    assert len(statuses) == len(operations)
+    missed = {label: sorted(codes) for label, codes in statuses.items() if label not in reached}
+    assert len(reached) >= 0.8 * len(operations), missed
