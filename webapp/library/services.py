@@ -576,6 +576,69 @@ def fork_recipe(
     return recipe, _write_version(user, recipe, version.spec)
 
 
+def _copy(value: Any) -> Any:
+    # Fresh containers and plain bytes: a fork never shares mutable state (or a memoryview from
+    # the database driver) with its source.
+    if isinstance(value, (bytes, memoryview)):
+        return bytes(value)
+    if isinstance(value, list):
+        return list(value)
+    if isinstance(value, dict):
+        return dict(value)
+    return value
+
+
+_FORK_FIELDS: dict[type[Owned], tuple[str, ...]] = {
+    SteeringVector: (
+        "deployment",
+        "description",
+        "method",
+        "layers",
+        "hidden_size",
+        "tensors",
+        "content_hash",
+    ),
+    Probe: (
+        "deployment",
+        "description",
+        "layer",
+        "point",
+        "width",
+        "weight",
+        "bias",
+        "label_names",
+        "metrics",
+        "content_hash",
+    ),
+    Dataset: ("description", "kind", "rows", "row_count", "content_hash"),
+}
+
+
+def _fork(
+    user: User,
+    source: OwnedT,
+    what: str,
+    public_id: str,
+    name: str | None,
+    team: Team | None,
+    visibility: str,
+) -> OwnedT:
+    """Copy a visible object into ``user``'s library; ``forked_from`` and provenance say where from."""
+    _require_view(user, source, what)
+    vis = _check_sharing(user, team, visibility)
+    fields = {f: _copy(getattr(source, f)) for f in _FORK_FIELDS[type(source)]}
+    fork: OwnedT = type(source)._default_manager.create(
+        owner=user,
+        team=team,
+        visibility=vis,
+        name=_name(name or f"{source.name} (fork)"),
+        provenance=_fork_provenance(source, public_id),  # type: ignore[arg-type]
+        forked_from=source,
+        **fields,
+    )
+    return fork
+
+
 def fork_vector(
     user: User,
     vector: SteeringVector,
@@ -585,23 +648,7 @@ def fork_vector(
     visibility: str = "private",
 ) -> SteeringVector:
     """Copy a visible vector into ``user``'s library; ``forked_from`` and provenance say where from."""
-    _require_view(user, vector, "vector")
-    vis = _check_sharing(user, team, visibility)
-    return SteeringVector.objects.create(
-        owner=user,
-        team=team,
-        visibility=vis,
-        deployment=vector.deployment,
-        name=_name(name or f"{vector.name} (fork)"),
-        description=vector.description,
-        method=vector.method,
-        provenance=_fork_provenance(vector, vector.public_id),
-        layers=list(vector.layers),
-        hidden_size=vector.hidden_size,
-        tensors=bytes(vector.tensors),
-        content_hash=vector.content_hash,
-        forked_from=vector,
-    )
+    return _fork(user, vector, "vector", vector.public_id, name, team, visibility)
 
 
 def fork_probe(
@@ -613,26 +660,7 @@ def fork_probe(
     visibility: str = "private",
 ) -> Probe:
     """Copy a visible probe into ``user``'s library; ``forked_from`` and provenance say where from."""
-    _require_view(user, probe, "probe")
-    vis = _check_sharing(user, team, visibility)
-    return Probe.objects.create(
-        owner=user,
-        team=team,
-        visibility=vis,
-        deployment=probe.deployment,
-        name=_name(name or f"{probe.name} (fork)"),
-        description=probe.description,
-        layer=probe.layer,
-        point=probe.point,
-        width=probe.width,
-        weight=bytes(probe.weight),
-        bias=probe.bias,
-        label_names=list(probe.label_names),
-        metrics=dict(probe.metrics),
-        provenance=_fork_provenance(probe, probe.public_id),
-        content_hash=probe.content_hash,
-        forked_from=probe,
-    )
+    return _fork(user, probe, "probe", probe.public_id, name, team, visibility)
 
 
 def fork_dataset(
@@ -644,21 +672,7 @@ def fork_dataset(
     visibility: str = "private",
 ) -> Dataset:
     """Copy a visible dataset into ``user``'s library."""
-    _require_view(user, dataset, "dataset")
-    vis = _check_sharing(user, team, visibility)
-    return Dataset.objects.create(
-        owner=user,
-        team=team,
-        visibility=vis,
-        name=_name(name or f"{dataset.name} (fork)"),
-        description=dataset.description,
-        kind=dataset.kind,
-        rows=list(dataset.rows),
-        row_count=dataset.row_count,
-        content_hash=dataset.content_hash,
-        provenance=_fork_provenance(dataset, f"dataset_{dataset.pk}"),
-        forked_from=dataset,
-    )
+    return _fork(user, dataset, "dataset", f"dataset_{dataset.pk}", name, team, visibility)
 
 
 # --------------------------------------------------------------------------------------------
