@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "axes",
     "webapp.accounts",
     "webapp.library",
+    "webapp.playground",
 ]
 
 MIDDLEWARE = [
@@ -95,6 +96,61 @@ if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# The channel layer carries run events (worker -> browsers) and live control (browser -> worker).
+# With REDIS_URL: channels-redis' core layer. It was measured beside the pub/sub layer
+# (benchmarks/stream_latency.py) and bounds memory: each channel holds at most
+# CHANNEL_CAPACITY messages (a slow client's excess is dropped and backfilled from the database).
+# Without REDIS_URL: the in-memory layer, for the embedded single-process default only.
+CHANNEL_CAPACITY = env_int("CHANNEL_CAPACITY", 1000, minimum=10)
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": CHANNEL_CAPACITY, "expiry": 60},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": CHANNEL_CAPACITY},
+        }
+    }
+
+# --------------------------------------------------------------------------------------------
+# Runs: dispatch, workers, quotas
+# --------------------------------------------------------------------------------------------
+# The Celery broker (RabbitMQ in deployment). Empty: runs execute in this process, in a thread
+# (the embedded default; needs a single web process).
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "")
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# One task at a time per prefetch: a run waiting behind a long one could be served by another worker.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Hard wall-clock limit of one run in seconds (the task is killed past it; the lease reaper cleans up).
+STEERLAB_RUN_TIME_LIMIT = env_int("STEERLAB_RUN_TIME_LIMIT", 900, minimum=10)
+# A running run's heartbeat lease: renewed by its worker; the reaper acts once it expires.
+STEERLAB_RUN_LEASE_SECONDS = env_int("STEERLAB_RUN_LEASE_SECONDS", 30, minimum=2)
+# Attempts a run gets: a run whose worker died is re-queued until this many attempts, then failed.
+STEERLAB_RUN_MAX_ATTEMPTS = env_int("STEERLAB_RUN_MAX_ATTEMPTS", 2, minimum=1)
+# Seconds a run keeps generating after its last browser closed (a reload resumes within it).
+STEERLAB_DETACH_GRACE_SECONDS = env_int("STEERLAB_DETACH_GRACE_SECONDS", 10, minimum=0)
+# Quotas per user.
+STEERLAB_MAX_CONCURRENT_RUNS = env_int("STEERLAB_MAX_CONCURRENT_RUNS", 4, minimum=1)
+STEERLAB_MAX_NEW_TOKENS = env_int("STEERLAB_MAX_NEW_TOKENS", 512, minimum=1)
+STEERLAB_MAX_PROMPT_TOKENS = env_int("STEERLAB_MAX_PROMPT_TOKENS", 4096, minimum=16)
+STEERLAB_DAILY_TOKEN_BUDGET = env_int("STEERLAB_DAILY_TOKEN_BUDGET", 1_000_000, minimum=1)
+# Largest websocket frame accepted from a browser, in bytes.
+STEERLAB_MAX_FRAME_BYTES = env_int("STEERLAB_MAX_FRAME_BYTES", 64 * 1024, minimum=1024)
+# The engine each worker process hosts per deployment: concurrent requests, and a minimum time
+# per decode step in milliseconds (0 in production; tests that act during a generation set it).
+STEERLAB_ENGINE_MAX_REQUESTS = env_int("STEERLAB_ENGINE_MAX_REQUESTS", 32, minimum=1)
+STEERLAB_ENGINE_MIN_STEP_MS = env_int("STEERLAB_ENGINE_MIN_STEP_MS", 0, minimum=0)
 
 # --------------------------------------------------------------------------------------------
 # Authentication

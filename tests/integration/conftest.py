@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -78,6 +78,15 @@ def pytest_configure(config: pytest.Config) -> None:
     # Production settings (DEBUG off), with a test key and no HTTPS redirect for the test client.
     os.environ.setdefault("SECRET_KEY", "integration-tests-only-" + "k" * 48)
     os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
+    # Read when webapp.asgi builds its Origin validator (at import, before pytest-django adds
+    # "testserver" to ALLOWED_HOSTS): the websocket tests connect from these origins.
+    os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
+    # A decode step takes at least this long, so that tests can act during a generation.
+    os.environ.setdefault("STEERLAB_ENGINE_MIN_STEP_MS", "25")
+    os.environ.setdefault("STEERLAB_DETACH_GRACE_SECONDS", "1")
+    # Threads of the embedded dispatcher and of the consumers must not hold connections that
+    # would keep the test database from being dropped.
+    os.environ.setdefault("DATABASE_CONN_MAX_AGE", "0")
     config.stash[_database_note] = note
 
     import django
@@ -145,3 +154,53 @@ def carol(make_user: Callable[..., User]) -> User:
 def team_t(make_team: Callable[..., Team], alice: User, bob: User) -> Team:
     """Team T: alice is its owner, bob a member."""
     return make_team(alice, "T", {bob: "member"})
+
+
+# --------------------------------------------------------------------------------------------
+# The playground: the tiny deployment, the example recipe, websockets
+# --------------------------------------------------------------------------------------------
+@pytest.fixture
+def tiny_deployment(db: None) -> Any:
+    from interventions.tiny import build_tiny
+    from webapp.library.services import register_deployment
+
+    return register_deployment("tiny", str(build_tiny()))
+
+
+@pytest.fixture
+def example_version(alice: User, tiny_deployment: Any) -> Any:
+    """alice's example recipe (steer + probe + logit lens) on the tiny model."""
+    from webapp.playground.examples import create_example_recipe
+
+    return create_example_recipe(alice, tiny_deployment)
+
+
+@pytest.fixture
+def fresh_channel_layers() -> Any:
+    """Forget channel layers (and the embedded host) between tests: each test has its own loop."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+ORIGIN = b"http://testserver"
+
+
+@pytest.fixture
+def ws_headers(db: None) -> Callable[..., list[tuple[bytes, bytes]]]:
+    """Websocket headers of a logged-in ``user`` (a real session), from an allowed Origin."""
+    from django.conf import settings
+    from django.test import Client
+
+    def headers(user: User | None, origin: bytes = ORIGIN) -> list[tuple[bytes, bytes]]:
+        out = [(b"origin", origin)]
+        if user is not None:
+            client = Client()
+            client.force_login(user)
+            cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
+            out.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
+        return out
+
+    return headers

@@ -262,6 +262,7 @@ class HFEngineCore:
         return events
 
     def _apply_control(self, events: list[Event]) -> None:
+        deferred: list[tuple[str, str, Adjustment | None]] = []
         while True:
             try:
                 kind, rid, adj = self._control.get_nowait()
@@ -269,7 +270,11 @@ class HFEngineCore:
                 break
             live = self._live.get(rid)
             if live is None:
-                continue  # finished already, or not admitted yet (handled at admission)
+                # Not admitted yet: an abort is handled at admission, an adjustment waits for it
+                # (a slider moved right after submitting must not be lost). Finished: dropped.
+                if adj is not None and rid in self._known:
+                    deferred.append((kind, rid, adj))
+                continue
             if kind == "abort":
                 self._finish(live, "aborted", events)
             elif adj is not None:
@@ -279,6 +284,8 @@ class HFEngineCore:
                     log.warning("engine.adjust_refused %s: %s", rid, e)
                     continue
                 events.append(AdjustedEvent(rid, len(live.tokens), adj))
+        for item in deferred:
+            self._control.put(item)
         for rid in list(self._scheduled_ids):
             live = self._live[rid]
             while live.scheduled and live.scheduled[0][0] <= len(live.tokens):

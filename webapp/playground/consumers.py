@@ -1,0 +1,323 @@
+"""The conversation websocket: ``/ws/conversations/<id>/``.
+
+Client messages (JSON objects with a ``type``; an optional ``ref`` is echoed on replies):
+
+* ``generate`` ``{content, overrides?, sampling?, compare?}``: a chat turn (``compare``: the
+  unsteered baseline and the steered answer, streamed together).
+* ``adjust`` ``{run, intervention, scale?, enabled?}``: live, from the next token on.
+* ``stop`` ``{run}``; ``replay`` ``{run}``; ``resume`` ``{run, attempt, seq}``;
+  ``set_recipe`` ``{recipe_version}``; ``status`` (the engine's load and queue).
+
+Every message is validated and authorised on its own (ownership is re-read from the database).
+A bad one gets ``{type: "error", code, message}`` and changes nothing; the socket stays open.
+
+Server frames of a run carry ``run``, ``attempt`` and ``seq``; this consumer delivers each
+``(attempt, seq)`` once and in order: duplicates are dropped, and a gap (a resumed stream, or
+messages the channel layer dropped for a slow client — its capacity bounds server memory) is
+filled from the database before newer frames go out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.core.cache import cache
+
+from webapp.playground import hosting, services
+from webapp.playground.models import Run, RunStatus
+from webapp.playground.services import PlaygroundError
+
+log = logging.getLogger(__name__)
+
+BACKFILL_RETRIES = 8
+BACKFILL_RETRY_SECONDS = 0.3  # > the 250 ms persistence interval: the next try finds the rows
+
+
+def engine_status_key(deployment: str) -> str:
+    return f"steerlab:engine:{deployment}"
+
+
+class ConversationConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+    HANDLERS = ("generate", "adjust", "stop", "replay", "resume", "set_recipe", "status", "ping")
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=4401)
+            return
+        self.user = user
+        self.conversation_id = int(self.scope["url_route"]["kwargs"]["conversation_id"])
+        try:
+            await database_sync_to_async(services.get_conversation)(user, self.conversation_id)
+        except PlaygroundError:
+            await self.close(code=4404)
+            return
+        if not settings.CELERY_BROKER_URL:
+            hosting.bind_loop(asyncio.get_running_loop())  # embedded: runs publish on this loop
+        self.group = services.conversation_group(self.conversation_id)
+        self.cursors: dict[int, tuple[int, int]] = {}  # run -> last delivered (attempt, seq)
+        self.pending: dict[int, dict[tuple[int, int], dict[str, Any]]] = {}
+        self.retrying: set[int] = set()
+        self.watching: set[int] = set()  # runs this socket started or resumed
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        if not hasattr(self, "group"):
+            return
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+        # A closed browser lets go of its runs: each stops after the detach grace unless resumed.
+        for run_id in self.watching:
+            await self.channel_layer.group_send(
+                services.control_group(run_id), {"type": "run.control", "action": "detach"}
+            )
+
+    # ------------------------------------------------------------------ receiving
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **_: Any) -> None:
+        if text_data is None:
+            await self.error("invalid", "send JSON text frames")
+            return
+        if len(text_data.encode()) > settings.STEERLAB_MAX_FRAME_BYTES:
+            await self.error("too_large", f"frames are limited to {settings.STEERLAB_MAX_FRAME_BYTES} bytes")
+            return
+        try:
+            content = json.loads(text_data)
+        except ValueError:
+            await self.error("invalid", "the frame is not valid JSON")
+            return
+        await self.receive_json(content)
+
+    async def receive_json(self, content: Any, **_: Any) -> None:
+        if not isinstance(content, dict):
+            await self.error("invalid", "a message is a JSON object with a type")
+            return
+        kind = content.get("type")
+        ref = content.get("ref") if isinstance(content.get("ref"), str | int) else None
+        if kind not in self.HANDLERS:
+            await self.error("unknown_type", f"unknown message type {kind!r}", ref)
+            return
+        try:
+            await getattr(self, f"on_{kind}")(content, ref)
+        except PlaygroundError as exc:
+            await self.error(exc.code, exc.message, ref)
+        except Exception:
+            log.exception("playground.message_failed", extra={"type": kind})
+            await self.error("server_error", "the server could not handle this message", ref)
+
+    async def error(self, code: str, message: str, ref: Any = None) -> None:
+        frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
+        if ref is not None:
+            frame["ref"] = ref
+        await self.send_json(frame)
+
+    # ------------------------------------------------------------------ handlers
+    @database_sync_to_async
+    def _conversation(self) -> Any:
+        return services.get_conversation(self.user, self.conversation_id)
+
+    @database_sync_to_async
+    def _run(self, run_id: Any) -> Run:
+        return services.get_run(self.user, services.get_conversation(self.user, self.conversation_id), run_id)
+
+    async def on_ping(self, content: dict[str, Any], ref: Any) -> None:
+        await self.send_json({"type": "pong", "ref": ref})
+
+    async def on_generate(self, content: dict[str, Any], ref: Any) -> None:
+        unknown = set(content) - {"type", "ref", "content", "overrides", "sampling", "compare"}
+        if unknown:
+            raise PlaygroundError("invalid", f"unknown fields: {', '.join(sorted(unknown))}")
+        sampling = _sampling(content.get("sampling"))
+        compare = content.get("compare", False)
+        if not isinstance(compare, bool):
+            raise PlaygroundError("invalid", "compare must be true or false")
+
+        def start() -> tuple[list[dict[str, Any]], list[tuple[int, int]]]:
+            conversation = services.get_conversation(self.user, self.conversation_id)
+            runs = services.start_turn(
+                self.user,
+                conversation,
+                content.get("content"),
+                sampling=sampling,
+                overrides=content.get("overrides"),
+                compare=compare,
+            )
+            return [services.run_summary(r) for r in runs], [(r.pk, services.queue_position(r)) for r in runs]
+
+        summaries, positions = await database_sync_to_async(start)()
+        for run_id, _ in positions:
+            self.watching.add(run_id)
+            self.cursors.setdefault(run_id, (0, 0))
+        await self.send_json({"type": "runs", "ref": ref, "runs": summaries})
+        for run_id, position in positions:
+            await self.send_json({"type": "queued", "run": run_id, "position": position})
+
+    async def on_adjust(self, content: dict[str, Any], ref: Any) -> None:
+        run = await self._run(content.get("run"))
+        message = await database_sync_to_async(services.adjust_message)(
+            self.user, run, content.get("intervention"), content.get("scale"), content.get("enabled")
+        )
+        await self.channel_layer.group_send(services.control_group(run.pk), message)
+        await self.send_json({"type": "ack", "ref": ref, "run": run.pk, "action": "adjust"})
+
+    async def on_stop(self, content: dict[str, Any], ref: Any) -> None:
+        run = await self._run(content.get("run"))
+        cancelled = await database_sync_to_async(services.stop_run)(self.user, run)
+        if not cancelled:
+            await self.channel_layer.group_send(
+                services.control_group(run.pk), {"type": "run.control", "action": "stop"}
+            )
+        await self.send_json({"type": "ack", "ref": ref, "run": run.pk, "action": "stop"})
+        if cancelled:
+            await self.send_json({"type": "cancelled", "run": run.pk, "status": RunStatus.CANCELLED})
+
+    async def on_replay(self, content: dict[str, Any], ref: Any) -> None:
+        run = await self._run(content.get("run"))
+        replay = await database_sync_to_async(services.replay_run)(self.user, run)
+        self.watching.add(replay.pk)
+        self.cursors.setdefault(replay.pk, (0, 0))
+        await self.send_json({"type": "runs", "ref": ref, "runs": [services.run_summary(replay)]})
+
+    async def on_resume(self, content: dict[str, Any], ref: Any) -> None:
+        run = await self._run(content.get("run"))
+        attempt, seq = content.get("attempt", 0), content.get("seq", 0)
+        for value in (attempt, seq):
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 31:
+                raise PlaygroundError("invalid", "attempt and seq must be non-negative integers")
+        self.watching.add(run.pk)
+        if run.active:
+            await self.channel_layer.group_send(
+                services.control_group(run.pk), {"type": "run.control", "action": "attach"}
+            )
+        self.cursors[run.pk] = (attempt, seq)
+        await self.send_json({"type": "resumed", "ref": ref, "run": services.run_summary(run)})
+        await self.catch_up(run.pk)
+
+    async def on_set_recipe(self, content: dict[str, Any], ref: Any) -> None:
+        version_id = content.get("recipe_version")
+
+        def apply() -> int | None:
+            conversation = services.get_conversation(self.user, self.conversation_id)
+            version = None if version_id is None else services.get_recipe_version(self.user, version_id)
+            services.set_recipe_version(self.user, conversation, version)
+            return None if version is None else version.pk
+
+        await self.send_json(
+            {"type": "recipe", "ref": ref, "recipe_version": await database_sync_to_async(apply)()}
+        )
+
+    async def on_status(self, content: dict[str, Any], ref: Any) -> None:
+        def read() -> dict[str, Any]:
+            conversation = services.get_conversation(self.user, self.conversation_id)
+            deployment = conversation.deployment
+            queued = Run.objects.filter(deployment=deployment, status=RunStatus.QUEUED).count()
+            running = Run.objects.filter(deployment=deployment, status=RunStatus.RUNNING).count()
+            engine = cache.get(engine_status_key(deployment.name))
+            return {"model": deployment.name, "queued": queued, "running": running, "engine": engine}
+
+        await self.send_json({"type": "status", "ref": ref, **await database_sync_to_async(read)()})
+
+    # ------------------------------------------------------------------ run events
+    async def run_event(self, message: dict[str, Any]) -> None:
+        frame = message["frame"]
+        run_id = frame["run"]
+        key = (frame["attempt"], frame["seq"])
+        cursor = self.cursors.get(run_id)
+        if cursor is None:
+            if frame["seq"] != 1:
+                return  # a run this socket neither started nor resumed, seen mid-way
+            cursor = self.cursors[run_id] = (frame["attempt"], 0)
+        if key <= cursor:
+            return  # a duplicate (already delivered by a backfill)
+        if _follows(cursor, key):
+            await self.deliver(run_id, frame)
+            if self.pending.get(run_id):
+                await self.drain(run_id)
+            return
+        self.pending.setdefault(run_id, {})[key] = frame
+        await self.catch_up(run_id)
+
+    async def deliver(self, run_id: int, frame: dict[str, Any]) -> None:
+        self.cursors[run_id] = (frame["attempt"], frame["seq"])
+        await self.send_json(frame)
+
+    async def drain(self, run_id: int) -> None:
+        """Deliver held frames that now follow the cursor; drop those already delivered."""
+        held = self.pending.get(run_id, {})
+        for key in sorted(held):
+            if key <= self.cursors[run_id]:
+                del held[key]
+            elif _follows(self.cursors[run_id], key):
+                await self.deliver(run_id, held.pop(key))
+            else:
+                break
+
+    async def catch_up(self, run_id: int) -> None:
+        """Fill the gap after the cursor from the database, then deliver what is held."""
+        await self._backfill(run_id)
+        if self.pending.get(run_id) and run_id not in self.retrying:
+            # Some events are published but not persisted yet (at most 250 ms): look again soon.
+            self.retrying.add(run_id)
+            asyncio.get_running_loop().create_task(self._retry_catch_up(run_id))
+
+    async def _backfill(self, run_id: int) -> None:
+        run = await self._run(run_id)
+        attempt, seq = self.cursors[run_id]
+        for frame in await database_sync_to_async(services.events_after)(run, attempt, seq):
+            key = (frame["attempt"], frame["seq"])
+            if key > self.cursors[run_id] and _follows(self.cursors[run_id], key):
+                await self.deliver(run_id, frame)
+        await self.drain(run_id)
+
+    async def _retry_catch_up(self, run_id: int) -> None:
+        try:
+            for _ in range(BACKFILL_RETRIES):
+                await asyncio.sleep(BACKFILL_RETRY_SECONDS)
+                await self._backfill(run_id)
+                if not self.pending.get(run_id):
+                    return
+            # The missing events never reached the database (their worker died mid-batch):
+            # say so, and go on from what is held rather than stall the stream.
+            held = self.pending.get(run_id, {})
+            if held:
+                first = min(held)
+                await self.send_json({"type": "gap", "run": run_id, "before": list(first)})
+                self.cursors[run_id] = (first[0], first[1] - 1)
+                await self.drain(run_id)
+            log.warning("playground.backfill_gave_up", extra={"run": run_id})
+        finally:
+            self.retrying.discard(run_id)
+
+
+def _follows(cursor: tuple[int, int], key: tuple[int, int]) -> bool:
+    """``key`` is the next event after ``cursor``: the next seq, or the first of a later attempt."""
+    return key == (cursor[0], cursor[1] + 1) or (key[0] > cursor[0] and key[1] == 1)
+
+
+def _sampling(raw: Any) -> services.Sampling:
+    if raw is None:
+        return services.Sampling()
+    if not isinstance(raw, dict) or set(raw) - {"max_new_tokens", "temperature", "top_p", "seed"}:
+        raise PlaygroundError("invalid", "sampling is {max_new_tokens?, temperature?, top_p?, seed?}")
+    defaults = services.Sampling()
+    values = {
+        "max_new_tokens": raw.get("max_new_tokens", defaults.max_new_tokens),
+        "temperature": raw.get("temperature", defaults.temperature),
+        "top_p": raw.get("top_p", defaults.top_p),
+        "seed": raw.get("seed"),
+    }
+    if not isinstance(values["max_new_tokens"], int) or isinstance(values["max_new_tokens"], bool):
+        raise PlaygroundError("invalid", "max_new_tokens must be an integer")
+    if values["seed"] is not None and (
+        not isinstance(values["seed"], int) or isinstance(values["seed"], bool)
+    ):
+        raise PlaygroundError("invalid", "seed must be an integer")
+    for name in ("temperature", "top_p"):
+        if isinstance(values[name], bool) or not isinstance(values[name], int | float):
+            raise PlaygroundError("invalid", f"{name} must be a number")
+    return services.Sampling(**values)

@@ -1,0 +1,398 @@
+"""Executing a run on a worker: claim it, generate through the shared engine, stream, persist.
+
+``execute_run`` is the service the Celery task wraps (and the embedded dispatcher calls in a
+thread). It is idempotent: a run that finished is never re-run, a run another live worker holds
+is left alone, and a run whose worker died is taken over as its next attempt (its events carry
+the attempt number). While it runs it renews a heartbeat lease; ``reap_expired_runs`` re-queues
+(once) or fails runs whose lease expired.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from interventions.plan import ProbeData, VectorData, compile_recipe
+from interventions.spec import Adjustment, parse_recipe
+from webapp.library.models import PROBE_PREFIX, VECTOR_PREFIX, Probe, SteeringVector
+from webapp.library.services import probe_data, vector_data
+from webapp.playground.models import Message, Run, RunEvent, RunStatus
+from webapp.playground.services import control_group, conversation_group
+from workers.engines.base import (
+    AdjustedEvent,
+    FinishedEvent,
+    GenerationRequest,
+    ReadEvent,
+    RequestError,
+    SamplingParams,
+    TokenEvent,
+)
+from workers.engines.loading import HostedModel, load_hf_model
+from workers.host import EngineHost
+
+log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 0.25  # events are persisted at least this often (DESIGN §2)
+STATUS_BY_REASON = {"stop": RunStatus.DONE, "length": RunStatus.DONE, "aborted": RunStatus.STOPPED}
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+class LeaseLost(Exception):
+    """Another worker (or the reaper) took the run over: stop without writing anything."""
+
+
+# --------------------------------------------------------------------------------------------
+# Claiming and leases
+# --------------------------------------------------------------------------------------------
+def _lease_until() -> Any:
+    return timezone.now() + timedelta(seconds=settings.STEERLAB_RUN_LEASE_SECONDS)
+
+
+def claim_run(run_id: int, worker: str) -> int | None:
+    """Take ``run_id`` for ``worker``; its new attempt number, or None when it is not ours to run.
+
+    A queued run is claimed as its next attempt; so is a running run whose lease expired (its
+    worker died), while attempts remain. One conditional UPDATE each: two workers never both win.
+    """
+    now = timezone.now()
+    changes = {
+        "status": RunStatus.RUNNING,
+        "attempt": F("attempt") + 1,
+        "lease_owner": worker,
+        "lease_expires_at": _lease_until(),
+        "started_at": now,
+    }
+    max_attempts = settings.STEERLAB_RUN_MAX_ATTEMPTS
+    claimed = Run.objects.filter(pk=run_id, status=RunStatus.QUEUED, attempt__lt=max_attempts).update(
+        **changes
+    )
+    if not claimed:
+        claimed = Run.objects.filter(
+            pk=run_id, status=RunStatus.RUNNING, lease_expires_at__lt=now, attempt__lt=max_attempts
+        ).update(**changes)
+    if not claimed:
+        return None
+    return int(Run.objects.filter(pk=run_id).values_list("attempt", flat=True).get())
+
+
+def lease_state(run_id: int) -> tuple[str, float] | None:
+    """(status, seconds until the lease expires) of a run, or None if it does not exist."""
+    row = Run.objects.filter(pk=run_id).values_list("status", "lease_expires_at").first()
+    if row is None:
+        return None
+    status, expires = row
+    left = (expires - timezone.now()).total_seconds() if expires is not None else 0.0
+    return status, left
+
+
+def _renew(run_id: int, worker: str, attempt: int) -> None:
+    renewed = Run.objects.filter(
+        pk=run_id, status=RunStatus.RUNNING, lease_owner=worker, attempt=attempt
+    ).update(lease_expires_at=_lease_until())
+    if not renewed:
+        raise LeaseLost(f"run {run_id} attempt {attempt} is no longer held by {worker}")
+
+
+def reap_expired_runs() -> list[int]:
+    """Re-queue (while attempts remain) or fail running runs whose lease expired; their ids.
+
+    Returns the ids of re-queued runs: the caller dispatches them again.
+    """
+    now = timezone.now()
+    requeued: list[int] = []
+    expired = Run.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now)
+    for run_id, attempt in expired.values_list("pk", "attempt"):
+        if attempt < settings.STEERLAB_RUN_MAX_ATTEMPTS:
+            if Run.objects.filter(pk=run_id, status=RunStatus.RUNNING, lease_expires_at__lt=now).update(
+                status=RunStatus.QUEUED, lease_owner="", lease_expires_at=None
+            ):
+                requeued.append(run_id)
+                log.warning("playground.run_requeued", extra={"run": run_id, "attempt": attempt})
+        elif Run.objects.filter(pk=run_id, status=RunStatus.RUNNING, lease_expires_at__lt=now).update(
+            status=RunStatus.FAILED,
+            finished_at=now,
+            finish_reason="error",
+            error=f"its worker stopped answering (attempt {attempt} of {attempt})",
+        ):
+            log.warning("playground.run_lease_expired", extra={"run": run_id, "attempt": attempt})
+    return requeued
+
+
+# --------------------------------------------------------------------------------------------
+# Resolving the recipe through the warm cache
+# --------------------------------------------------------------------------------------------
+def _resolve(run: Run, host: EngineHost) -> dict[str, VectorData | ProbeData]:
+    resolved: dict[str, VectorData | ProbeData] = {}
+    for ref, content_hash in run.content_hashes.items():
+        is_vector = ref.startswith(VECTOR_PREFIX)
+        if not is_vector and not ref.startswith(PROBE_PREFIX):
+            raise RequestError(f"unknown reference {ref!r}")
+        pk = int(ref.split("_", 1)[1])
+
+        def load(
+            pk: int = pk, is_vector: bool = is_vector, content_hash: str = content_hash, ref: str = ref
+        ) -> Any:
+            model = SteeringVector if is_vector else Probe
+            obj = model.objects.select_related("deployment").filter(pk=pk, content_hash=content_hash).first()
+            if obj is None:
+                raise RequestError(f"{ref} with content {content_hash[:12]} is no longer in the library")
+            return vector_data(obj) if isinstance(obj, SteeringVector) else probe_data(obj)
+
+        resolved[ref] = host.cache.get(f"{'vec' if is_vector else 'prb'}:{content_hash}", load)
+    return resolved
+
+
+def _load_model(run: Run) -> HostedModel:
+    deployment = run.deployment
+    if deployment.engine != "hf":
+        raise RequestError(f"the {deployment.engine!r} engine is not available on this worker")
+    return load_hf_model(
+        deployment.name,
+        deployment.hf_id_or_path,
+        revision=deployment.revision,
+        max_requests=settings.STEERLAB_ENGINE_MAX_REQUESTS,
+        min_step_time=settings.STEERLAB_ENGINE_MIN_STEP_MS / 1000.0,
+    )
+
+
+def build_request(run: Run, host: EngineHost, model: HostedModel, attempt: int) -> GenerationRequest:
+    spec = parse_recipe(run.spec) if run.spec else None
+    recipe = compile_recipe(spec, run.deployment.shape, _resolve(run, host), model=run.deployment.name)
+    tokenizer = model.tokenizer
+    stop = tuple(t for t in (getattr(tokenizer, "eos_token_id", None),) if isinstance(t, int))
+    s = run.sampling
+    return GenerationRequest(
+        request_id=f"run-{run.pk}-{attempt}",
+        prompt_tokens=tuple(run.prompt_tokens),
+        recipe=recipe,
+        sampling=SamplingParams(
+            max_new_tokens=int(s["max_new_tokens"]),
+            temperature=float(s["temperature"]),
+            top_p=float(s["top_p"]),
+            seed=int(s["seed"]),
+            stop_token_ids=stop,
+        ),
+        overrides=tuple(Adjustment.model_validate(o) for o in run.overrides),
+        scheduled=tuple(
+            (
+                int(a["step"]),
+                Adjustment.model_validate({k: a[k] for k in ("index", "scale", "enabled") if k in a}),
+            )
+            for a in run.scheduled
+        ),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Streaming: publish each event at once, persist them in batches
+# --------------------------------------------------------------------------------------------
+@dataclass
+class EventSink:
+    """Numbers, publishes and persists one attempt's events (publish first: latency matters)."""
+
+    host: EngineHost
+    run_id: int
+    conversation_id: int
+    attempt: int
+    seq: int = 0
+    buffer: list[RunEvent] = field(default_factory=list)
+    flushed_at: float = field(default_factory=time.monotonic)
+
+    def emit(self, event_type: str, **data: Any) -> None:
+        self.seq += 1
+        frame = {"type": event_type, "run": self.run_id, "attempt": self.attempt, "seq": self.seq, **data}
+        self.host.publish(conversation_group(self.conversation_id), {"type": "run.event", "frame": frame})
+        self.buffer.append(RunEvent(run_id=self.run_id, attempt=self.attempt, seq=self.seq, payload=frame))
+
+    def due(self) -> bool:
+        return time.monotonic() - self.flushed_at >= FLUSH_SECONDS
+
+    def flush(self) -> None:
+        if self.buffer:
+            RunEvent.objects.bulk_create(self.buffer)
+            self.buffer = []
+        self.flushed_at = time.monotonic()
+
+
+@dataclass
+class _Transcript:
+    prompt_len: int
+    probe_columns: list[int]
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""
+    reads: dict[int, dict[int, float]] = field(default_factory=dict)
+    adjustments: list[dict[str, Any]] = field(default_factory=list)
+
+    def reads_blob(self) -> bytes:
+        if not self.probe_columns or not self.reads:
+            return b""
+        positions = self.prompt_len + len(self.tokens)
+        table = np.full((positions, len(self.probe_columns)), np.nan, dtype="<f2")
+        for position, scores in self.reads.items():
+            if position < positions:
+                for c, index in enumerate(self.probe_columns):
+                    if index in scores:
+                        table[position, c] = scores[index]
+        return table.tobytes()
+
+
+def _decode(tokenizer: Any, ids: list[int]) -> str:
+    # PostgreSQL's text and jsonb refuse NUL: it becomes U+FFFD, like an undecodable byte.
+    return str(tokenizer.decode(ids, skip_special_tokens=True)).replace("\x00", "\ufffd")
+
+
+def _on_event(event: Any, sink: EventSink, t: _Transcript, tokenizer: Any) -> FinishedEvent | None:
+    if isinstance(event, TokenEvent):
+        t.tokens.append(event.token_id)
+        text = _decode(tokenizer, t.tokens)
+        delta, t.text = text[len(t.text) :], text
+        sink.emit(
+            "token", index=event.index, token_id=event.token_id, text=delta, logprob=round(event.logprob, 4)
+        )
+    elif isinstance(event, ReadEvent):
+        t.reads[event.position] = dict(event.probes)
+        lens = {
+            str(i): {
+                "ids": list(ids),
+                "tokens": [_decode(tokenizer, [tid]) for tid in ids],
+                "probs": [round(p, 4) for p in probs],
+            }
+            for i, (ids, probs) in event.lens.items()
+        }
+        sink.emit(
+            "reads",
+            position=event.position,
+            index=event.position - t.prompt_len,
+            probes={str(i): round(float(v), 4) for i, v in event.probes.items()},
+            lens=lens,
+        )
+    elif isinstance(event, AdjustedEvent):
+        entry = {"step": event.index, **event.adjustment.model_dump(exclude_none=True)}
+        t.adjustments.append(entry)
+        sink.emit("adjusted", **entry)
+    elif isinstance(event, FinishedEvent):
+        return event
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# The service
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # done / stopped / failed / skipped / busy
+    detail: str = ""
+    retry_in: float = 0.0
+
+
+def execute_run(run_id: int, host: EngineHost, *, worker: str | None = None) -> Outcome:
+    """Run ``run_id`` to its end on ``host``'s engine (see the module docstring)."""
+    worker = worker or worker_id()
+    state = lease_state(run_id)
+    if state is None:
+        return Outcome("skipped", "no such run")
+    if state[0] not in (RunStatus.QUEUED, RunStatus.RUNNING):
+        return Outcome("skipped", f"already {state[0]}")
+    stream = host.open_run(control_group(run_id), detach_grace=float(settings.STEERLAB_DETACH_GRACE_SECONDS))
+    try:
+        attempt = claim_run(run_id, worker)
+        if attempt is None:
+            state = lease_state(run_id)
+            if state is not None and state[0] == RunStatus.RUNNING:
+                return Outcome("busy", "another worker holds the run", retry_in=max(state[1], 0.0) + 0.5)
+            return Outcome("skipped", f"not claimable ({state[0] if state else 'gone'})")
+        with host.running():
+            return _generate(run_id, attempt, worker, host, stream)
+    finally:
+        stream.close()
+
+
+def _generate(run_id: int, attempt: int, worker: str, host: EngineHost, stream: Any) -> Outcome:
+    run = Run.objects.select_related("deployment").get(pk=run_id)
+    sink = EventSink(host, run.pk, run.conversation_id, attempt)
+    sink.emit("started", run_kind=run.kind, prompt_tokens=len(run.prompt_tokens))
+    try:
+        model = host.model(run.deployment.name, lambda: _load_model(run))
+        request = build_request(run, host, model, attempt)
+        transcript = _Transcript(len(run.prompt_tokens), sorted({p.index for p in request.recipe.probes}))
+        stream.submit(model, request)
+    except Exception as exc:  # bad stored data, a missing tensor, a refused request
+        log.warning("playground.run_refused", extra={"run": run_id, "error": str(exc)})
+        return _finish(run, attempt, worker, sink, None, "error", str(exc))
+    renew_every = settings.STEERLAB_RUN_LEASE_SECONDS / 3
+    renewed_at = time.monotonic()
+    finished: FinishedEvent | None = None
+    try:
+        while finished is None:
+            event = stream.next_event(timeout=FLUSH_SECONDS / 2)
+            if event is not None:
+                finished = _on_event(event, sink, transcript, model.tokenizer)
+            if sink.due():
+                sink.flush()
+            if time.monotonic() - renewed_at >= renew_every:
+                _renew(run_id, worker, attempt)
+                renewed_at = time.monotonic()
+    except LeaseLost as exc:
+        log.warning("playground.lease_lost", extra={"run": run_id, "error": str(exc)})
+        model.engine.abort(request.request_id)
+        return Outcome("failed", str(exc))
+    except Exception as exc:
+        log.exception("playground.run_failed", extra={"run": run_id})
+        model.engine.abort(request.request_id)
+        return _finish(run, attempt, worker, sink, transcript, "error", f"engine failure: {exc}")
+    return _finish(run, attempt, worker, sink, transcript, finished.reason, finished.error or "")
+
+
+def _finish(
+    run: Run,
+    attempt: int,
+    worker: str,
+    sink: EventSink,
+    t: _Transcript | None,
+    reason: str,
+    error: str,
+) -> Outcome:
+    status = STATUS_BY_REASON.get(reason, RunStatus.FAILED)
+    sink.emit("finished", status=status, reason=reason, text=t.text if t else "", error=error)
+    with transaction.atomic():
+        sink.flush()
+        fields: dict[str, Any] = {
+            "status": status,
+            "finish_reason": reason,
+            "error": error,
+            "finished_at": timezone.now(),
+            "lease_expires_at": None,
+        }
+        if t is not None:
+            fields.update(
+                tokens=t.tokens,
+                text=t.text,
+                adjustments=t.adjustments,
+                reads=t.reads_blob(),
+                read_columns=t.probe_columns,
+            )
+        written = Run.objects.filter(
+            pk=run.pk, status=RunStatus.RUNNING, lease_owner=worker, attempt=attempt
+        ).update(**fields)
+        if not written:
+            transaction.set_rollback(True)
+            return Outcome("failed", "the lease was lost before the run could be saved")
+        if run.answer_id is not None and t is not None:
+            Message.objects.filter(pk=run.answer_id).update(content=t.text)
+    log.info("playground.run_finished", extra={"run": run.pk, "status": status, "attempt": attempt})
+    return Outcome(status, error)

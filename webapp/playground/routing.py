@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from webapp.playground.consumers import ConversationConsumer
+
+websocket_urlpatterns = [
+    path("ws/conversations/<int:conversation_id>/", ConversationConsumer.as_asgi()),
+]

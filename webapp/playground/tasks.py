@@ -1,0 +1,49 @@
+"""Celery tasks: thin, idempotent wrappers of the playground's services.
+
+Tasks live with the app whose services they call (workers never import webapp; the Celery app
+in ``workers.celery_app`` finds them by autodiscovery).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import shared_task
+from django.conf import settings
+from django.db import close_old_connections
+
+from webapp.playground.dispatch import dispatch_run
+from webapp.playground.execution import execute_run, reap_expired_runs
+from webapp.playground.hosting import get_host
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=8,
+    time_limit=settings.STEERLAB_RUN_TIME_LIMIT + 30,
+    soft_time_limit=settings.STEERLAB_RUN_TIME_LIMIT,
+)
+def execute_run_task(self: Any, run_id: int) -> str:
+    """Execute ``run_id`` (ids only; a finished run is never re-run)."""
+    outcome = execute_run(int(run_id), get_host())
+    if outcome.status == "busy":
+        # Redelivered while the previous worker's lease still runs: look again once it expires.
+        raise self.retry(countdown=outcome.retry_in)
+    return outcome.status
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def reap_runs_task() -> list[int]:
+    """Re-queue (once) or fail runs whose heartbeat lease expired; dispatch the re-queued ones."""
+    try:
+        requeued = reap_expired_runs()
+        for run_id in requeued:
+            dispatch_run(run_id)
+        return requeued
+    finally:
+        close_old_connections()

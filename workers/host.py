@@ -1,0 +1,290 @@
+"""The engine host: one per worker process, shared by every run that process executes.
+
+It owns one long-lived asyncio loop (a thread of its own, or the ASGI server's loop in the
+embedded default), the engines (one per model, loaded once, never forked), a warm cache of
+resolved vectors/probes by content hash, and the channel-layer traffic: a single ordered
+publisher for run events, and one control subscription per live run.
+
+Runs are executed by synchronous callers (Celery's thread pool, or the embedded dispatcher's
+threads); they talk to the loop through ``RunStream``. The host knows nothing of Django models:
+the web app hands it a channel layer and plain data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from interventions.spec import Adjustment
+from workers.engines.base import Event, FinishedEvent, GenerationRequest, RequestError
+from workers.engines.loading import HostedModel
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class TensorCache:
+    """A bounded LRU of resolved tensors by content hash, shared by all runs of a process."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str, load: Callable[[], T]) -> T:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return self._items[key]
+        value = load()  # outside the lock: a slow load must not stall other runs
+        with self._lock:
+            self.misses += 1
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+        return value
+
+
+class RunStream:
+    """The bridge between one run's synchronous executor and the host loop.
+
+    Open it (which subscribes to the run's control group) *before* claiming the run, so that a
+    ``stop`` sent right after the claim is never missed; then ``submit`` the request and read
+    ``next_event`` until the ``FinishedEvent``.
+    """
+
+    def __init__(self, host: EngineHost, control_group: str, detach_grace: float) -> None:
+        self.host = host
+        self.control_group = control_group
+        self.detach_grace = detach_grace
+        self._events: queue.SimpleQueue[Event | BaseException] = queue.SimpleQueue()
+        self._engine: Any = None
+        self._request_id: str | None = None
+        self._stopped = False
+        self._pending: list[Adjustment] = []
+        self._grace: asyncio.TimerHandle | None = None
+        self._channel: str | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._driver: asyncio.Task[None] | None = None
+        self.stop_requested = False
+
+    # -------------------------------------------------------------- sync side
+    def open(self) -> None:
+        self.host.call(self._subscribe())
+
+    def submit(self, model: HostedModel, request: GenerationRequest) -> None:
+        """Start generating (raises RequestError when the engine refuses the request)."""
+        self.host.call(self._submit(model, request))
+
+    def next_event(self, timeout: float) -> Event | None:
+        try:
+            item = self._events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        if self.host.loop.is_closed():  # embedded: the server (or a test's loop) has gone
+            return
+        with contextlib.suppress(Exception):
+            self.host.call(self._close(), timeout=10)
+
+    # -------------------------------------------------------------- loop side
+    async def _subscribe(self) -> None:
+        layer = self.host.channel_layer
+        self._channel = await layer.new_channel("runctl.")
+        await layer.group_add(self.control_group, self._channel)
+        self._listener = asyncio.get_running_loop().create_task(self._listen())
+
+    async def _listen(self) -> None:
+        layer = self.host.channel_layer
+        assert self._channel is not None
+        while True:
+            message = await layer.receive(self._channel)
+            try:
+                self._on_control(message)
+            except Exception:  # a malformed control message must not end the run
+                log.exception("host.bad_control")
+
+    def _on_control(self, message: dict[str, Any]) -> None:
+        action = message.get("action")
+        if action == "stop":
+            self._stop()
+        elif action == "adjust":
+            adj = Adjustment.model_validate(message["adjustment"])
+            if self._request_id is None:
+                self._pending.append(adj)
+            else:
+                self._engine.adjust(self._request_id, adj)
+        elif action == "detach":
+            if self._grace is None:
+                loop = asyncio.get_running_loop()
+                self._grace = loop.call_later(self.detach_grace, self._stop)
+        elif action == "attach" and self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+
+    def _stop(self) -> None:
+        self.stop_requested = True
+        if self._request_id is not None and not self._stopped:
+            self._stopped = True
+            self._engine.abort(self._request_id)
+
+    async def _submit(self, model: HostedModel, request: GenerationRequest) -> None:
+        self._engine = model.engine
+        if self.stop_requested:
+            self._events.put(FinishedEvent(request.request_id, "aborted", ()))
+            return
+        stream = model.engine.submit(request)
+        # The first step of the async generator adds the request (and raises on bad input).
+        first = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0)
+        self._request_id = request.request_id
+        for adj in self._pending:
+            model.engine.adjust(request.request_id, adj)
+        self._pending.clear()
+        error = first.exception() if first.done() else None
+        if error is not None:
+            raise error
+        self._driver = asyncio.get_running_loop().create_task(self._drive(stream, first))
+
+    async def _drive(self, stream: Any, first: asyncio.Future[Event]) -> None:
+        try:
+            event = await first
+            self._events.put(event)
+            async for event in stream:
+                self._events.put(event)
+        except BaseException as exc:  # surface engine failures to the executor
+            self._events.put(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+
+    async def _close(self) -> None:
+        if self._grace is not None:
+            self._grace.cancel()
+        if self._listener is not None:
+            self._listener.cancel()
+        if self._driver is not None and not self._driver.done():
+            self._driver.cancel()
+        if self._channel is not None:
+            await self.host.channel_layer.group_discard(self.control_group, self._channel)
+
+
+class EngineHost:
+    """One per process: the loop, the engines, the warm cache and the event publisher.
+
+    Args:
+        channel_layer: the Channels layer runs publish to and take control from.
+        loop: run on this (already running) loop, e.g. the ASGI server's; None starts a thread.
+        models: a registry of loaded models to share (a host rebuilt for a new loop keeps them).
+    """
+
+    def __init__(
+        self,
+        channel_layer: Any,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        models: dict[str, HostedModel] | None = None,
+    ) -> None:
+        self.channel_layer = channel_layer
+        self.cache = TensorCache()
+        self._models: dict[str, HostedModel] = models if models is not None else {}
+        self._models_lock = threading.Lock()
+        self._active = 0
+        self._active_lock = threading.Lock()
+        if loop is None:
+            self.loop = asyncio.new_event_loop()
+            self._thread: threading.Thread | None = threading.Thread(
+                target=self.loop.run_forever, name="steerlab-host", daemon=True
+            )
+            self._thread.start()
+        else:
+            self.loop = loop
+            self._thread = None
+        self._outbox: asyncio.Queue[tuple[str, dict[str, Any]]] | None = None
+        self._publisher = self.call(self._start_publisher())
+        self.published = 0
+
+    # -------------------------------------------------------------- loop plumbing
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = 60) -> T:
+        """Run ``coro`` on the host loop from another thread and wait for its result."""
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return future.result(timeout)
+
+    async def _start_publisher(self) -> asyncio.Task[None]:
+        self._outbox = asyncio.Queue()
+        return asyncio.get_running_loop().create_task(self._publish_forever())
+
+    async def _publish_forever(self) -> None:
+        assert self._outbox is not None
+        while True:
+            group, message = await self._outbox.get()
+            try:
+                await self.channel_layer.group_send(group, message)
+                self.published += 1
+            except Exception:  # a lost publish is recovered from the database by the client
+                log.exception("host.publish_failed")
+
+    def publish(self, group: str, message: dict[str, Any]) -> None:
+        """Send ``message`` to ``group``, in order with every other publish of this process."""
+        assert self._outbox is not None
+        self.loop.call_soon_threadsafe(self._outbox.put_nowait, (group, message))
+
+    def send_control(self, group: str, message: dict[str, Any]) -> None:
+        self.call(self.channel_layer.group_send(group, message))
+
+    # -------------------------------------------------------------- models and runs
+    def model(self, name: str, load: Callable[[], HostedModel]) -> HostedModel:
+        """The process's one engine for ``name``, loaded on first use."""
+        with self._models_lock:
+            hosted = self._models.get(name)
+            if hosted is None:
+                log.info("host.model_loading", extra={"deployment": name})
+                hosted = load()
+                self._models[name] = hosted
+            return hosted
+
+    def open_run(self, control_group: str, *, detach_grace: float) -> RunStream:
+        stream = RunStream(self, control_group, detach_grace)
+        stream.open()
+        return stream
+
+    @contextlib.contextmanager
+    def running(self) -> Any:
+        """Counts the runs in flight (the engine status the browser shows)."""
+        with self._active_lock:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._active_lock:
+                self._active -= 1
+
+    @property
+    def active_runs(self) -> int:
+        return self._active
+
+    def shutdown(self) -> None:
+        with self._models_lock:
+            for hosted in self._models.values():
+                hosted.shutdown()
+            self._models.clear()
+        if self._thread is not None:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=5)
+
+
+__all__ = ["EngineHost", "HostedModel", "RequestError", "RunStream", "TensorCache"]
