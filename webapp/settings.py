@@ -103,11 +103,18 @@ else:
 # CHANNEL_CAPACITY messages (a slow client's excess is dropped and backfilled from the database).
 # Without REDIS_URL: the in-memory layer, for the embedded single-process default only.
 CHANNEL_CAPACITY = env_int("CHANNEL_CAPACITY", 1000, minimum=10)
+# Namespace of the channel layer's Redis keys (deployments sharing one Redis need distinct ones).
+CHANNEL_PREFIX = env_str("CHANNEL_PREFIX", "steerlab")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": CHANNEL_CAPACITY, "expiry": 60},
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "capacity": CHANNEL_CAPACITY,
+                "expiry": 60,
+                "prefix": CHANNEL_PREFIX,
+            },
         }
     }
 else:

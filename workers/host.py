@@ -241,7 +241,10 @@ class EngineHost:
     def publish(self, group: str, message: dict[str, Any]) -> None:
         """Send ``message`` to ``group``, in order with every other publish of this process."""
         assert self._outbox is not None
-        self.loop.call_soon_threadsafe(self._outbox.put_nowait, (group, message))
+        try:
+            self.loop.call_soon_threadsafe(self._outbox.put_nowait, (group, message))
+        except RuntimeError:  # the loop has closed (embedded: the server is shutting down)
+            log.warning("host.publish_after_close")
 
     def send_control(self, group: str, message: dict[str, Any]) -> None:
         self.call(self.channel_layer.group_send(group, message))

@@ -16,7 +16,9 @@ People: ``alice`` owns team ``team_t``, ``bob`` is a member of it, ``carol`` is 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -204,3 +206,103 @@ def ws_headers(db: None) -> Callable[..., list[tuple[bytes, bytes]]]:
         return out
 
     return headers
+
+
+# --------------------------------------------------------------------------------------------
+# The two stacks live chat runs on: embedded (in-process dispatch, in-memory channel layer) and
+# deployment (a real Celery worker process on RabbitMQ, the Redis channel layer).
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Stack:
+    name: str
+    queue: str
+    worker_env: dict[str, str]
+
+
+def _test_database_url() -> str:
+    from django.db import connection
+
+    db = connection.settings_dict
+    if connection.vendor != "postgresql":
+        message = "a Celery worker process needs the test database on PostgreSQL (this run uses SQLite)"
+        if _ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    user = db.get("USER") or "postgres"
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    return (
+        f"postgres://{user}{password}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+    )
+
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"true", "1"}
+
+
+@pytest.fixture(scope="session")
+def worker_stack(
+    django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Any:
+    """A real Celery worker process (threads pool) on RabbitMQ + Redis, for the whole session."""
+    from support.live import RABBITMQ_URL, REDIS_URL, missing_servers, start_worker, stop_worker, wait_ready
+
+    missing = missing_servers()
+    if missing:
+        message = f"{' and '.join(missing)} not reachable on 127.0.0.1"
+        if _ci():
+            pytest.fail(f"CI=true requires the real servers: {message}")
+        pytest.skip(message)
+    with django_db_blocker.unblock():
+        database_url = _test_database_url()
+    token = uuid.uuid4().hex[:10]
+    env = {
+        "DATABASE_URL": database_url,
+        "CELERY_BROKER_URL": RABBITMQ_URL,
+        "REDIS_URL": REDIS_URL,
+        "CHANNEL_PREFIX": f"test{token}",
+        "DATABASE_CONN_MAX_AGE": "0",
+    }
+    stack = Stack("celery", f"test.{token}", env)
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    process = start_worker(env, stack.queue, f"w1-{token}", log)
+    try:
+        wait_ready(process, log)
+        yield stack
+    finally:
+        stop_worker(process)
+
+
+@pytest.fixture(params=["embedded", "celery"])
+def stack(request: pytest.FixtureRequest, settings: Any, fresh_channel_layers: None) -> Stack:
+    """Each live-chat test runs on both stacks."""
+    if request.param == "embedded":
+        settings.CELERY_BROKER_URL = ""
+        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+        return Stack("embedded", "model.tiny", {})
+    worker: Stack = request.getfixturevalue("worker_stack")
+    from channels.layers import channel_layers
+
+    from workers.celery_app import app
+
+    settings.CELERY_BROKER_URL = worker.worker_env["CELERY_BROKER_URL"]
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [worker.worker_env["REDIS_URL"]],
+                "prefix": worker.worker_env["CHANNEL_PREFIX"],
+            },
+        }
+    }
+    channel_layers.backends.clear()
+    app.conf.broker_url = worker.worker_env["CELERY_BROKER_URL"]
+    return worker
+
+
+@pytest.fixture
+def stack_deployment(stack: Stack, db: None) -> Any:
+    """The tiny deployment, served on the stack's queue."""
+    from interventions.tiny import build_tiny
+    from webapp.library.services import register_deployment
+
+    return register_deployment("tiny", str(build_tiny()), queue_name=stack.queue)

@@ -213,11 +213,16 @@ class EventSink:
     buffer: list[RunEvent] = field(default_factory=list)
     flushed_at: float = field(default_factory=time.monotonic)
 
-    def emit(self, event_type: str, **data: Any) -> None:
+    def emit(self, event_type: str, *, publish: bool = True, **data: Any) -> dict[str, Any]:
         self.seq += 1
         frame = {"type": event_type, "run": self.run_id, "attempt": self.attempt, "seq": self.seq, **data}
-        self.host.publish(conversation_group(self.conversation_id), {"type": "run.event", "frame": frame})
+        if publish:
+            self.publish(frame)
         self.buffer.append(RunEvent(run_id=self.run_id, attempt=self.attempt, seq=self.seq, payload=frame))
+        return frame
+
+    def publish(self, frame: dict[str, Any]) -> None:
+        self.host.publish(conversation_group(self.conversation_id), {"type": "run.event", "frame": frame})
 
     def due(self) -> bool:
         return time.monotonic() - self.flushed_at >= FLUSH_SECONDS
@@ -368,7 +373,11 @@ def _finish(
     error: str,
 ) -> Outcome:
     status = STATUS_BY_REASON.get(reason, RunStatus.FAILED)
-    sink.emit("finished", status=status, reason=reason, text=t.text if t else "", error=error)
+    # Saved with the run's final state and published after: a client that sees "finished" finds
+    # the run finished in the database (and may replay it at once).
+    final = sink.emit(
+        "finished", publish=False, status=status, reason=reason, text=t.text if t else "", error=error
+    )
     with transaction.atomic():
         sink.flush()
         fields: dict[str, Any] = {
@@ -394,5 +403,6 @@ def _finish(
             return Outcome("failed", "the lease was lost before the run could be saved")
         if run.answer_id is not None and t is not None:
             Message.objects.filter(pk=run.answer_id).update(content=t.text)
+    sink.publish(final)
     log.info("playground.run_finished", extra={"run": run.pk, "status": status, "attempt": attempt})
     return Outcome(status, error)

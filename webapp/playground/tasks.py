@@ -16,6 +16,7 @@ from django.db import close_old_connections
 from webapp.playground.dispatch import dispatch_run
 from webapp.playground.execution import execute_run, reap_expired_runs
 from webapp.playground.hosting import get_host
+from workers.celery_app import app  # noqa: F401  (the tasks bind to Steerlab's Celery app)
 
 log = logging.getLogger(__name__)
 
