@@ -23,7 +23,7 @@ TIER_MARKERS = $(subst $(space), or ,$(strip $(notdir $(TEST_TIERS))))
 
 BENCH_LOG := /tmp/steerlab-bench-$(shell date +%Y%m%d-%H%M%S).log
 
-.PHONY: install test lint bench schema openapi clean
+.PHONY: install test lint bench schema openapi demo clean
 
 # ------------------------------------------------------------------------------------------
 # Environment: reinstalled when pyproject.toml changes.
@@ -91,6 +91,13 @@ schema: install
 # The committed OpenAPI document of the HTTP API (the front end generates its types from it).
 openapi: install
 	$(PY) manage.py export_openapi
+
+# ------------------------------------------------------------------------------------------
+# The demo: migrate (SQLite demo.sqlite3 unless DATABASE_URL is set), register the tiny model
+# (or STEERLAB_MODEL), a demo user with the example recipe, and serve on HOST:PORT.
+# ------------------------------------------------------------------------------------------
+demo: install
+	DEBUG=true DATABASE_URL=$${DATABASE_URL:-sqlite:///$(CURDIR)/demo.sqlite3} $(PY) manage.py demo --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
 
 clean:
 	rm -rf build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache

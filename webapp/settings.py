@@ -105,18 +105,28 @@ else:
 CHANNEL_CAPACITY = env_int("CHANNEL_CAPACITY", 1000, minimum=10)
 # Namespace of the channel layer's Redis keys (deployments sharing one Redis need distinct ones).
 CHANNEL_PREFIX = env_str("CHANNEL_PREFIX", "steerlab")
-if REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {
-                "hosts": [REDIS_URL],
-                "capacity": CHANNEL_CAPACITY,
-                "expiry": 60,
-                "prefix": CHANNEL_PREFIX,
-            },
-        }
+
+
+def redis_channel_layer(url: str, prefix: str, capacity: int = 1000) -> dict[str, Any]:
+    """channels-redis' core layer on ``url``.
+
+    redis-py 8 reads with a 5 s socket timeout by default, exactly as long as the layer's
+    BZPOPMIN blocks: an idle receive could time out and end its consumer. 30 s still notices a
+    dead connection.
+    """
+    return {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [{"address": url, "socket_timeout": 30}],
+            "capacity": capacity,
+            "expiry": 60,
+            "prefix": prefix,
+        },
     }
+
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {"default": redis_channel_layer(REDIS_URL, CHANNEL_PREFIX, CHANNEL_CAPACITY)}
 else:
     CHANNEL_LAYERS = {
         "default": {
@@ -231,6 +241,7 @@ if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }

@@ -239,12 +239,9 @@ def _ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in {"true", "1"}
 
 
-@pytest.fixture(scope="session")
-def worker_stack(
-    django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
-) -> Any:
-    """A real Celery worker process (threads pool) on RabbitMQ + Redis, for the whole session."""
-    from support.live import RABBITMQ_URL, REDIS_URL, missing_servers, start_worker, stop_worker, wait_ready
+def _new_worker_stack(django_db_blocker: Any) -> Stack:
+    """Environment for worker processes on a queue and channel prefix of their own."""
+    from support.live import RABBITMQ_URL, REDIS_URL, missing_servers
 
     missing = missing_servers()
     if missing:
@@ -262,9 +259,19 @@ def worker_stack(
         "CHANNEL_PREFIX": f"test{token}",
         "DATABASE_CONN_MAX_AGE": "0",
     }
-    stack = Stack("celery", f"test.{token}", env)
+    return Stack("celery", f"test.{token}", env)
+
+
+@pytest.fixture(scope="session")
+def worker_stack(
+    django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Any:
+    """A real Celery worker process (threads pool) on RabbitMQ + Redis, for the whole session."""
+    from support.live import start_worker, stop_worker, wait_ready
+
+    stack = _new_worker_stack(django_db_blocker)
     log = tmp_path_factory.mktemp("worker") / "worker.log"
-    process = start_worker(env, stack.queue, f"w1-{token}", log)
+    process = start_worker(stack.worker_env, stack.queue, "w1-" + stack.queue, log)
     try:
         wait_ready(process, log)
         yield stack
@@ -280,23 +287,32 @@ def stack(request: pytest.FixtureRequest, settings: Any, fresh_channel_layers: N
         settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
         return Stack("embedded", "model.tiny", {})
     worker: Stack = request.getfixturevalue("worker_stack")
+    use_worker_stack(settings, worker)
+    return worker
+
+
+def use_worker_stack(settings: Any, worker: Stack) -> None:
+    """Point this process (the web side) at the worker's broker and channel layer."""
     from channels.layers import channel_layers
 
     from workers.celery_app import app
 
     settings.CELERY_BROKER_URL = worker.worker_env["CELERY_BROKER_URL"]
+    from webapp.settings import redis_channel_layer
+
     settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {
-                "hosts": [worker.worker_env["REDIS_URL"]],
-                "prefix": worker.worker_env["CHANNEL_PREFIX"],
-            },
-        }
+        "default": redis_channel_layer(worker.worker_env["REDIS_URL"], worker.worker_env["CHANNEL_PREFIX"])
     }
     channel_layers.backends.clear()
     app.conf.broker_url = worker.worker_env["CELERY_BROKER_URL"]
-    return worker
+
+
+@pytest.fixture
+def own_worker_stack(django_db_blocker: Any, settings: Any, fresh_channel_layers: None) -> Stack:
+    """For tests that start (and kill) their own worker processes: a fresh queue, this process set up."""
+    stack = _new_worker_stack(django_db_blocker)
+    use_worker_stack(settings, stack)
+    return stack
 
 
 @pytest.fixture

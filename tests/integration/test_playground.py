@@ -153,7 +153,7 @@ def test_stop_ends_the_run_within_one_step(
         await ws.close()
         return ws, run_id, seen
 
-    ws, run_id, seen_at_ack = run_async(scenario())
+    _, run_id, seen_at_ack = run_async(scenario())
     run = Run.objects.get(pk=run_id)
     assert run.status == RunStatus.STOPPED
     # At most the token of the step in flight (and one already published) arrive after the ack.

@@ -321,6 +321,7 @@ def execute_run(run_id: int, host: EngineHost, *, worker: str | None = None) -> 
             if state is not None and state[0] == RunStatus.RUNNING:
                 return Outcome("busy", "another worker holds the run", retry_in=max(state[1], 0.0) + 0.5)
             return Outcome("skipped", f"not claimable ({state[0] if state else 'gone'})")
+        log.info("playground.run_claimed", extra={"run": run_id, "attempt": attempt, "worker": worker})
         with host.running():
             return _generate(run_id, attempt, worker, host, stream)
     finally:
