@@ -98,8 +98,8 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # The channel layer carries run events (worker -> browsers) and live control (browser -> worker).
-# With REDIS_URL: channels-redis' core layer. It was measured beside the pub/sub layer
-# (benchmarks/stream_latency.py) and bounds memory: each channel holds at most
+# With REDIS_URL: channels-redis' pub/sub layer, its channel queues bounded (the choice measured
+# against the core layer in benchmarks/stream_latency.py): each channel holds at most
 # CHANNEL_CAPACITY messages (a slow client's excess is dropped and backfilled from the database).
 # Without REDIS_URL: the in-memory layer, for the embedded single-process default only.
 CHANNEL_CAPACITY = env_int("CHANNEL_CAPACITY", 1000, minimum=10)
@@ -107,26 +107,34 @@ CHANNEL_CAPACITY = env_int("CHANNEL_CAPACITY", 1000, minimum=10)
 CHANNEL_PREFIX = env_str("CHANNEL_PREFIX", "steerlab")
 
 
-def redis_channel_layer(url: str, prefix: str, capacity: int = 1000) -> dict[str, Any]:
-    """channels-redis' core layer on ``url``.
+def redis_channel_layer(url: str, prefix: str, capacity: int = 1000, kind: str = "pubsub") -> dict[str, Any]:
+    """The Redis channel layer on ``url``: ``pubsub`` (default) or channels-redis' ``core`` layer.
 
-    redis-py 8 reads with a 5 s socket timeout by default, exactly as long as the layer's
-    BZPOPMIN blocks: an idle receive could time out and end its consumer. 30 s still notices a
-    dead connection.
+    ``pubsub`` is channels-redis' pub/sub layer with bounded channel queues
+    (``webapp.playground.layers``): measured faster by far (benchmarks/stream_latency.py).
+    redis-py 8 reads with a 5 s socket timeout by default, exactly as long as the core layer's
+    BZPOPMIN blocks, which could end an idle consumer: 30 s still notices a dead connection.
     """
+    hosts = [{"address": url, "socket_timeout": 30}]
+    if kind == "pubsub":
+        return {
+            "BACKEND": "webapp.playground.layers.BoundedRedisPubSubChannelLayer",
+            "CONFIG": {"hosts": hosts, "prefix": prefix, "capacity": capacity},
+        }
+    if kind != "core":
+        raise ImproperlyConfigured(f"CHANNEL_LAYER_KIND must be pubsub or core, got {kind!r}")
     return {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {
-            "hosts": [{"address": url, "socket_timeout": 30}],
-            "capacity": capacity,
-            "expiry": 60,
-            "prefix": prefix,
-        },
+        "CONFIG": {"hosts": hosts, "capacity": capacity, "expiry": 60, "prefix": prefix},
     }
 
 
 if REDIS_URL:
-    CHANNEL_LAYERS = {"default": redis_channel_layer(REDIS_URL, CHANNEL_PREFIX, CHANNEL_CAPACITY)}
+    CHANNEL_LAYERS = {
+        "default": redis_channel_layer(
+            REDIS_URL, CHANNEL_PREFIX, CHANNEL_CAPACITY, env_str("CHANNEL_LAYER_KIND", "pubsub")
+        )
+    }
 else:
     CHANNEL_LAYERS = {
         "default": {

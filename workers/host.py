@@ -192,6 +192,8 @@ class EngineHost:
         models: a registry of loaded models to share (a host rebuilt for a new loop keeps them).
     """
 
+    MAX_FRAMES_PER_MESSAGE = 64  # keeps a channel-layer message well under its size limits
+
     def __init__(
         self,
         channel_layer: Any,
@@ -214,8 +216,10 @@ class EngineHost:
         else:
             self.loop = loop
             self._thread = None
-        self._outbox: asyncio.Queue[tuple[str, dict[str, Any]]] | None = None
-        self._publisher = self.call(self._start_publisher())
+        self._outboxes: dict[str, list[dict[str, Any]]] = {}
+        self._inbox: list[tuple[str, dict[str, Any]]] = []
+        self._inbox_lock = threading.Lock()
+        self._wake_pending = False
         self.published = 0
 
     # -------------------------------------------------------------- loop plumbing
@@ -224,27 +228,46 @@ class EngineHost:
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
         return future.result(timeout)
 
-    async def _start_publisher(self) -> asyncio.Task[None]:
-        self._outbox = asyncio.Queue()
-        return asyncio.get_running_loop().create_task(self._publish_forever())
+    def publish(self, group: str, frame: dict[str, Any]) -> None:
+        """Send ``frame`` to ``group`` as a ``run.events`` message, in order within the group.
 
-    async def _publish_forever(self) -> None:
-        assert self._outbox is not None
-        while True:
-            group, message = await self._outbox.get()
-            try:
-                await self.channel_layer.group_send(group, message)
-                self.published += 1
-            except Exception:  # a lost publish is recovered from the database by the client
-                log.exception("host.publish_failed")
-
-    def publish(self, group: str, message: dict[str, Any]) -> None:
-        """Send ``message`` to ``group``, in order with every other publish of this process."""
-        assert self._outbox is not None
+        Callable from any thread. Each group has its own queue, drained by one task: a slow send
+        to one conversation never holds up another's. Frames that queue up while a send is in
+        flight go out together in the next message, so a backlog costs fewer sends, not more.
+        """
+        with self._inbox_lock:
+            self._inbox.append((group, frame))
+            if self._wake_pending:
+                return
+            self._wake_pending = True
         try:
-            self.loop.call_soon_threadsafe(self._outbox.put_nowait, (group, message))
+            self.loop.call_soon_threadsafe(self._take_inbox)
         except RuntimeError:  # the loop has closed (embedded: the server is shutting down)
             log.warning("host.publish_after_close")
+
+    def _take_inbox(self) -> None:
+        with self._inbox_lock:
+            items, self._inbox = self._inbox, []
+            self._wake_pending = False
+        for group, frame in items:
+            queue_ = self._outboxes.get(group)
+            if queue_ is None:
+                queue_ = self._outboxes[group] = []
+                self.loop.create_task(self._drain(group, queue_))
+            queue_.append(frame)
+
+    async def _drain(self, group: str, queue_: list[dict[str, Any]]) -> None:
+        try:
+            while queue_:
+                frames = queue_[: self.MAX_FRAMES_PER_MESSAGE]
+                del queue_[: len(frames)]
+                try:
+                    await self.channel_layer.group_send(group, {"type": "run.events", "frames": frames})
+                    self.published += len(frames)
+                except Exception:  # a lost publish is recovered from the database by the client
+                    log.exception("host.publish_failed")
+        finally:
+            del self._outboxes[group]  # the queue emptied with no await since: nothing was added
 
     def send_control(self, group: str, message: dict[str, Any]) -> None:
         self.call(self.channel_layer.group_send(group, message))

@@ -223,8 +223,12 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await self.send_json({"type": "status", "ref": ref, **await database_sync_to_async(read)()})
 
     # ------------------------------------------------------------------ run events
-    async def run_event(self, message: dict[str, Any]) -> None:
-        frame = message["frame"]
+    async def run_events(self, message: dict[str, Any]) -> None:
+        """Frames the worker published (several when they queued up behind a send)."""
+        for frame in message["frames"]:
+            await self.run_event(frame)
+
+    async def run_event(self, frame: dict[str, Any]) -> None:
         run_id = frame["run"]
         key = (frame["attempt"], frame["seq"])
         cursor = self.cursors.get(run_id)
