@@ -283,6 +283,11 @@ class EngineHost:
                 self._models[name] = hosted
             return hosted
 
+    def loaded(self, name: str) -> HostedModel | None:
+        """The model ``name`` if this process has loaded it."""
+        with self._models_lock:
+            return self._models.get(name)
+
     def open_run(self, control_group: str, *, detach_grace: float) -> RunStream:
         stream = RunStream(self, control_group, detach_grace)
         stream.open()

@@ -305,6 +305,13 @@ def use_worker_stack(settings: Any, worker: Stack) -> None:
     }
     channel_layers.backends.clear()
     app.conf.broker_url = worker.worker_env["CELERY_BROKER_URL"]
+    # The workers' engine status reaches the web side through the shared cache.
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": worker.worker_env["REDIS_URL"],
+        }
+    }
 
 
 @pytest.fixture

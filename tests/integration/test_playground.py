@@ -63,6 +63,10 @@ def test_chat_turn_streams_tokens_and_probe_scores_and_persists_the_run(
         run_id = reply["runs"][0]["id"]
         final = await ws.finish(run_id)
         assert final["type"] == "finished" and final["status"] == "done" and final["reason"] == "length"
+        status = await ws.request(type="status")
+        assert status["model"] == "tiny" and status["queued"] == status["running"] == 0
+        assert status["engine"]["model"] == "tiny" and status["engine"]["engine"] == "hf"
+        assert isinstance(status["engine"]["active_runs"], int) and status["engine"]["max_requests"] >= 1
         await ws.close()
         return ws
 

@@ -186,3 +186,55 @@ def test_quotas_refuse_a_turn_and_change_nothing(
     refused = run_async(scenario())
     assert [r["code"] for r in refused] == ["quota"] * 4, refused
     assert Run.objects.count() == 1 and Message.objects.filter(role="user").count() == 1
+
+
+def test_dropped_messages_are_backfilled_in_order_exactly_once(
+    alice: Any, conversation: Any, ws_headers: Any
+) -> None:
+    """Drop-and-backfill: frames the channel layer dropped (a slow client) come from the database."""
+    from channels.layers import get_channel_layer
+
+    run = _finished_run(alice, conversation)
+    frames = [
+        {
+            "type": "token",
+            "run": run.pk,
+            "attempt": 1,
+            "seq": seq,
+            "index": seq - 1,
+            "token_id": seq,
+            "text": "x",
+        }
+        for seq in range(1, 11)
+    ]
+    RunEvent.objects.bulk_create(RunEvent(run=run, attempt=1, seq=f["seq"], payload=f) for f in frames)
+    delivered = [frames[i] for i in (0, 1, 4, 4, 7, 8, 9)]  # 3, 4, 6, 7 dropped; 5 twice
+    headers = ws_headers(alice)
+
+    async def scenario() -> list[dict[str, Any]]:
+        ws = Socket(application, f"/ws/conversations/{conversation.pk}/", headers)
+        assert (await ws.connect())[0]
+        layer = get_channel_layer()
+        group = services.conversation_group(conversation.pk)
+        await layer.group_send(group, {"type": "run.events", "frames": delivered[:2]})
+        for frame in delivered[2:]:
+            await layer.group_send(group, {"type": "run.events", "frames": [frame]})
+        await ws.until(lambda f: f.get("seq") == 10)
+        reply = await ws.request(type="ping")  # nothing else is pending
+        assert reply["type"] == "pong"
+        await ws.close()
+        return ws.of(run.pk)
+
+    received = run_async(scenario())
+    assert received == frames
+
+
+def test_a_full_channel_queue_drops_instead_of_growing() -> None:
+    from webapp.playground.layers import DroppingQueue
+
+    queue: DroppingQueue = DroppingQueue(maxsize=3)
+    before = DroppingQueue.dropped
+    for i in range(5):
+        queue.put_nowait(i)
+    assert queue.qsize() == 3 and [queue.get_nowait() for _ in range(3)] == [0, 1, 2]
+    assert DroppingQueue.dropped - before == 2

@@ -39,10 +39,6 @@ BACKFILL_RETRIES = 8
 BACKFILL_RETRY_SECONDS = 0.3  # > the 250 ms persistence interval: the next try finds the rows
 
 
-def engine_status_key(deployment: str) -> str:
-    return f"steerlab:engine:{deployment}"
-
-
 class ConversationConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     HANDLERS = ("generate", "adjust", "stop", "replay", "resume", "set_recipe", "status", "ping")
 
@@ -217,7 +213,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             deployment = conversation.deployment
             queued = Run.objects.filter(deployment=deployment, status=RunStatus.QUEUED).count()
             running = Run.objects.filter(deployment=deployment, status=RunStatus.RUNNING).count()
-            engine = cache.get(engine_status_key(deployment.name))
+            engine = cache.get(services.engine_status_key(deployment.name))
             return {"model": deployment.name, "queued": queued, "running": running, "engine": engine}
 
         await self.send_json({"type": "status", "ref": ref, **await database_sync_to_async(read)()})

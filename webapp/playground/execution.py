@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connections, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -30,7 +31,7 @@ from interventions.spec import Adjustment, parse_recipe
 from webapp.library.models import PROBE_PREFIX, VECTOR_PREFIX, Probe, SteeringVector
 from webapp.library.services import probe_data, vector_data
 from webapp.playground.models import Message, Run, RunEvent, RunStatus
-from webapp.playground.services import control_group, conversation_group
+from webapp.playground.services import control_group, conversation_group, engine_status_key
 from workers.engines.base import (
     AdjustedEvent,
     FinishedEvent,
@@ -382,9 +383,39 @@ def execute_run(run_id: int, host: EngineHost, *, worker: str | None = None) -> 
             return Outcome("skipped", f"not claimable ({state[0] if state else 'gone'})")
         log.info("playground.run_claimed", extra={"run": run_id, "attempt": attempt, "worker": worker})
         with host.running():
-            return _generate(run_id, attempt, worker, host, stream)
+            outcome = _generate(run_id, attempt, worker, host, stream)
+        _safely(record_engine_status, host, _deployment_name(run_id))
+        return outcome
     finally:
         stream.close()
+
+
+def _deployment_name(run_id: int) -> str:
+    return str(Run.objects.filter(pk=run_id).values_list("deployment__name", flat=True).first() or "")
+
+
+def _safely(fn: Any, *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception:  # status is informative: never let it fail a run
+        log.exception("playground.status_failed")
+
+
+def record_engine_status(host: EngineHost, deployment: str) -> None:
+    """Publish this worker's engine load for the browser (``status`` on the socket)."""
+    hosted = host.loaded(deployment)
+    cache.set(
+        engine_status_key(deployment),
+        {
+            "model": deployment,
+            "engine": hosted.info.engine if hosted is not None else None,
+            "worker": f"{socket.gethostname()}:{os.getpid()}",
+            "active_runs": host.active_runs,
+            "max_requests": settings.STEERLAB_ENGINE_MAX_REQUESTS,
+            "updated_at": timezone.now().isoformat(),
+        },
+        timeout=settings.STEERLAB_RUN_LEASE_SECONDS * 4,
+    )
 
 
 def _generate(run_id: int, attempt: int, worker: str, host: EngineHost, stream: Any) -> Outcome:
@@ -393,6 +424,7 @@ def _generate(run_id: int, attempt: int, worker: str, host: EngineHost, stream: 
     sink.emit("started", run_kind=run.kind, prompt_tokens=len(run.prompt_tokens))
     try:
         model = host.model(run.deployment.name, lambda: _load_model(run))
+        _safely(record_engine_status, host, run.deployment.name)
         request = build_request(run, host, model, attempt)
         transcript = _Transcript(len(run.prompt_tokens), sorted({p.index for p in request.recipe.probes}))
         stream.submit(model, request)

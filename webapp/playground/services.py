@@ -66,6 +66,11 @@ def control_group(run_id: int) -> str:
     return f"runctl-{run_id}"
 
 
+def engine_status_key(deployment: str) -> str:
+    """Cache key of a deployment's engine status (written by its workers, read by the socket)."""
+    return f"steerlab:engine:{deployment}"
+
+
 # --------------------------------------------------------------------------------------------
 # Conversations
 # --------------------------------------------------------------------------------------------
