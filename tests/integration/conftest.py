@@ -277,6 +277,15 @@ def worker_stack(
         yield stack
     finally:
         stop_worker(process)
+        _delete_queue(stack.queue)
+
+
+def _delete_queue(name: str) -> None:
+    """Remove a test's queue from RabbitMQ (Celery declares queues durable: they would stay)."""
+    from workers.celery_app import app
+
+    with app.connection_for_write(app.conf.broker_url or None) as connection:
+        connection.default_channel.queue_delete(name)
 
 
 @pytest.fixture(params=["embedded", "celery"])
@@ -315,11 +324,12 @@ def use_worker_stack(settings: Any, worker: Stack) -> None:
 
 
 @pytest.fixture
-def own_worker_stack(django_db_blocker: Any, settings: Any, fresh_channel_layers: None) -> Stack:
+def own_worker_stack(django_db_blocker: Any, settings: Any, fresh_channel_layers: None) -> Any:
     """For tests that start (and kill) their own worker processes: a fresh queue, this process set up."""
     stack = _new_worker_stack(django_db_blocker)
     use_worker_stack(settings, stack)
-    return stack
+    yield stack
+    _delete_queue(stack.queue)
 
 
 @pytest.fixture

@@ -100,3 +100,39 @@ def _wait_inactive(run_id: int, timeout: float) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"run {run_id} is still {Run.objects.get(pk=run_id).status} after {timeout} s")
+
+
+def test_a_waiting_run_hears_its_queue_position_change(
+    own_worker_stack: Any, alice: Any, ws_headers: Any
+) -> None:
+    """No worker serves this queue: runs wait, and a run ahead leaving moves the next one up."""
+    from interventions.tiny import build_tiny
+
+    stack = own_worker_stack
+    deployment = register_deployment("tiny", str(build_tiny()), queue_name=stack.queue)
+    conversation = services.create_conversation(alice, deployment)
+    headers = ws_headers(alice)
+
+    async def scenario() -> list[dict[str, Any]]:
+        ws = Socket(application, f"/ws/conversations/{conversation.pk}/", headers)
+        assert (await ws.connect())[0]
+        first = (await ws.request(type="generate", content="one", sampling={"max_new_tokens": 4}))["runs"][0][
+            "id"
+        ]
+        second = (await ws.request(type="generate", content="two", sampling={"max_new_tokens": 4}))["runs"][
+            0
+        ]["id"]
+        await ws.until(lambda f: f["type"] == "queued" and f["run"] == second)
+        await ws.request(type="stop", run=first)  # cancelled while queued: no worker involved
+        await ws.until(lambda f: f["type"] == "queued" and f["run"] == second and f["position"] == 0)
+        await ws.request(type="stop", run=second)
+        await ws.until(lambda f: f["type"] == "cancelled" and f["run"] == second)
+        await ws.close()
+        return [f for f in ws.frames if f["type"] in ("queued", "cancelled")]
+
+    frames = run_async(scenario())  # (the fixture deletes the queue no worker will ever drain)
+    runs = list(Run.objects.order_by("pk"))
+    second_positions = [f["position"] for f in frames if f["type"] == "queued" and f["run"] == runs[1].pk]
+    assert second_positions == [1, 0]
+    assert [f["run"] for f in frames if f["type"] == "cancelled"] == [r.pk for r in runs]
+    assert all(r.status == RunStatus.CANCELLED for r in runs)

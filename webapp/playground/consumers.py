@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 BACKFILL_RETRIES = 8
 BACKFILL_RETRY_SECONDS = 0.3  # > the 250 ms persistence interval: the next try finds the rows
+QUEUE_WATCH_SECONDS = 600  # how long a waiting run's queue position is followed
 
 
 class ConversationConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
@@ -61,6 +62,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.pending: dict[int, dict[tuple[int, int], dict[str, Any]]] = {}
         self.retrying: set[int] = set()
         self.watching: set[int] = set()  # runs this socket started or resumed
+        self.queue_watchers: set[asyncio.Task[None]] = set()
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
 
@@ -68,6 +70,8 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if not hasattr(self, "group"):
             return
         await self.channel_layer.group_discard(self.group, self.channel_name)
+        for task in self.queue_watchers:
+            task.cancel()
         # A closed browser lets go of its runs: each stops after the detach grace unless resumed.
         for run_id in self.watching:
             await self.channel_layer.group_send(
@@ -152,6 +156,31 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await self.send_json({"type": "runs", "ref": ref, "runs": summaries})
         for run_id, position in positions:
             await self.send_json({"type": "queued", "run": run_id, "position": position})
+            self.queue_watchers.add(
+                asyncio.get_running_loop().create_task(self._watch_queue(run_id, position))
+            )
+
+    async def _watch_queue(self, run_id: int, position: int) -> None:
+        """While the run waits for a worker, tell the browser when its place in the queue changes.
+
+        This reads the database once a second for display only; control never polls.
+        """
+
+        def read() -> tuple[str, int]:
+            run = Run.objects.select_related("deployment").get(pk=run_id)
+            return run.status, services.queue_position(run) if run.status == RunStatus.QUEUED else -1
+
+        try:
+            for _ in range(QUEUE_WATCH_SECONDS):
+                await asyncio.sleep(1.0)
+                status, now = await database_sync_to_async(read)()
+                if status != RunStatus.QUEUED:
+                    return
+                if now != position:
+                    position = now
+                    await self.send_json({"type": "queued", "run": run_id, "position": position})
+        except Exception:  # the socket closed or the run vanished: nothing left to tell
+            return
 
     async def on_adjust(self, content: dict[str, Any], ref: Any) -> None:
         run = await self._run(content.get("run"))

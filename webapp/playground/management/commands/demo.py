@@ -55,7 +55,9 @@ class Command(BaseCommand):
 
         import uvicorn
 
-        uvicorn.run("webapp.asgi:application", host=host, port=port, ws="websockets", log_level="warning")
+        uvicorn.run(
+            "webapp.asgi:application", host=host, port=port, ws="websockets-sansio", log_level="warning"
+        )
 
     def set_up(self, password: str) -> Any:
         from webapp.accounts.models import User
