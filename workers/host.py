@@ -2,8 +2,8 @@
 
 It owns one long-lived asyncio loop (a thread of its own, or the ASGI server's loop in the
 embedded default), the engines (one per model, loaded once, never forked), a warm cache of
-resolved vectors/probes by content hash, and the channel-layer traffic: a single ordered
-publisher for run events, and one control subscription per live run.
+resolved vectors/probes by content hash, and the channel-layer traffic: publishing run events
+(ordered within each conversation), and one control subscription per live run.
 
 Runs are executed by synchronous callers (Celery's thread pool, or the embedded dispatcher's
 threads); they talk to the loop through ``RunStream``. The host knows nothing of Django models:
@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from interventions.spec import Adjustment
-from workers.engines.base import Event, FinishedEvent, GenerationRequest, RequestError
+from workers.engines.base import Event, FinishedEvent, GenerationRequest
 from workers.engines.loading import HostedModel
 
 log = logging.getLogger(__name__)
@@ -37,18 +37,14 @@ class TensorCache:
         self.max_entries = max_entries
         self._items: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
 
     def get(self, key: str, load: Callable[[], T]) -> T:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
-                self.hits += 1
                 return self._items[key]
         value = load()  # outside the lock: a slow load must not stall other runs
         with self._lock:
-            self.misses += 1
             self._items[key] = value
             self._items.move_to_end(key)
             while len(self._items) > self.max_entries:
@@ -71,13 +67,12 @@ class RunStream:
         self._events: queue.SimpleQueue[Event | BaseException] = queue.SimpleQueue()
         self._engine: Any = None
         self._request_id: str | None = None
-        self._stopped = False
         self._pending: list[Adjustment] = []
         self._grace: asyncio.TimerHandle | None = None
         self._channel: str | None = None
         self._listener: asyncio.Task[None] | None = None
         self._driver: asyncio.Task[None] | None = None
-        self.stop_requested = False
+        self._stop_requested = False
 
     # -------------------------------------------------------------- sync side
     def open(self) -> None:
@@ -138,14 +133,13 @@ class RunStream:
             self._grace = None
 
     def _stop(self) -> None:
-        self.stop_requested = True
-        if self._request_id is not None and not self._stopped:
-            self._stopped = True
-            self._engine.abort(self._request_id)
+        self._stop_requested = True
+        if self._request_id is not None:
+            self._engine.abort(self._request_id)  # the engine ignores a second abort
 
     async def _submit(self, model: HostedModel, request: GenerationRequest) -> None:
         self._engine = model.engine
-        if self.stop_requested:
+        if self._stop_requested:
             self._events.put(FinishedEvent(request.request_id, "aborted", ()))
             return
         stream = model.engine.submit(request)
@@ -153,9 +147,13 @@ class RunStream:
         first = asyncio.ensure_future(anext(stream))
         await asyncio.sleep(0)
         self._request_id = request.request_id
+        # Control that came before the request reached the engine (the stop included: it may
+        # have arrived while this coroutine yielded above).
         for adj in self._pending:
             model.engine.adjust(request.request_id, adj)
         self._pending.clear()
+        if self._stop_requested:
+            model.engine.abort(request.request_id)
         error = first.exception() if first.done() else None
         if error is not None:
             raise error
@@ -220,7 +218,6 @@ class EngineHost:
         self._inbox: list[tuple[str, dict[str, Any]]] = []
         self._inbox_lock = threading.Lock()
         self._wake_pending = False
-        self.published = 0
 
     # -------------------------------------------------------------- loop plumbing
     def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = 60) -> T:
@@ -263,14 +260,10 @@ class EngineHost:
                 del queue_[: len(frames)]
                 try:
                     await self.channel_layer.group_send(group, {"type": "run.events", "frames": frames})
-                    self.published += len(frames)
                 except Exception:  # a lost publish is recovered from the database by the client
                     log.exception("host.publish_failed")
         finally:
             del self._outboxes[group]  # the queue emptied with no await since: nothing was added
-
-    def send_control(self, group: str, message: dict[str, Any]) -> None:
-        self.call(self.channel_layer.group_send(group, message))
 
     # -------------------------------------------------------------- models and runs
     def model(self, name: str, load: Callable[[], HostedModel]) -> HostedModel:
@@ -318,4 +311,4 @@ class EngineHost:
             self._thread.join(timeout=5)
 
 
-__all__ = ["EngineHost", "HostedModel", "RequestError", "RunStream", "TensorCache"]
+__all__ = ["EngineHost", "RunStream", "TensorCache"]

@@ -329,6 +329,25 @@ def test_abort_finishes_within_one_step(make_core: MakeCore) -> None:
     assert core.live_requests() == 0 and len(core.plan) == 0
 
 
+def test_control_sent_before_admission_is_kept(make_core: MakeCore) -> None:
+    """A stop or an adjustment that arrives between ``add`` and the request's first step applies."""
+    core = make_core()
+    results: dict[str, Result] = {}
+    recipe = _recipe(core, [{"op": "steer", "layer": 1, "vector": "v1", "scale": 5.0}])
+    core.add(_req("stopped", _prompt(12, 4), n=20))
+    core.abort("stopped")
+    core.add(_req("adjusted", _prompt(13, 4), recipe, n=4))
+    core.adjust("adjusted", Adjustment(index=0, scale=0.0))
+    while core.has_work():
+        collect(core.step(), results)
+    fin = results["stopped"].finished
+    assert fin is not None and fin.reason == "aborted" and fin.tokens == ()
+    acks = [e for e in results["adjusted"].events if isinstance(e, AdjustedEvent)]
+    assert [(e.index, e.adjustment.scale) for e in acks] == [(0, 0.0)]
+    plain = run_alone(core, _req("plain", _prompt(13, 4), n=4))
+    assert results["adjusted"].tokens == plain.tokens  # scale 0 from the first token: unsteered
+
+
 # ---------------------------------------------------------------------------------------- bad input
 def test_bad_requests_are_refused_before_any_forward(make_core: MakeCore) -> None:
     core = make_core()

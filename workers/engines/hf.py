@@ -270,9 +270,10 @@ class HFEngineCore:
                 break
             live = self._live.get(rid)
             if live is None:
-                # Not admitted yet: an abort is handled at admission, an adjustment waits for it
-                # (a slider moved right after submitting must not be lost). Finished: dropped.
-                if adj is not None and rid in self._known:
+                # Added but not admitted yet: kept for admission (which drains its aborts) and the
+                # steps after (a stop or a slider moved right after submitting is not lost).
+                # Unknown or finished: dropped.
+                if rid in self._known:
                     deferred.append((kind, rid, adj))
                 continue
             if kind == "abort":
@@ -301,8 +302,8 @@ class HFEngineCore:
                 req = self._pending.get_nowait()
             except queue.Empty:
                 break
-            aborted = self._drain_aborts_for(req.request_id)
-            if aborted:
+            early = self._drain_control_for(req.request_id)
+            if any(kind == "abort" for kind, _, _ in early):
                 events.append(FinishedEvent(req.request_id, "aborted", ()))
                 self._forget(req.request_id)
                 continue
@@ -317,6 +318,15 @@ class HFEngineCore:
             live.reads = req.recipe.has_reads
             for adj in req.overrides:
                 self.plan.adjust(req.request_id, adj)
+            for _, _, early_adj in early:  # live changes sent before admission: from token 0 on
+                if early_adj is None:
+                    continue
+                try:
+                    self.plan.adjust(req.request_id, early_adj)
+                except ValueError as e:
+                    log.warning("engine.adjust_refused %s: %s", req.request_id, e)
+                    continue
+                events.append(AdjustedEvent(req.request_id, 0, early_adj))
             self._live[req.request_id] = live
             if live.scheduled:
                 self._scheduled_ids.add(req.request_id)
@@ -333,21 +343,19 @@ class HFEngineCore:
                 list(req.prompt_tokens), request_id=req.request_id, max_new_tokens=None, eos_token_id=-1
             )
 
-    def _drain_aborts_for(self, rid: str) -> bool:
-        # An abort queued before its request was admitted: keep the other control messages.
-        keep, hit = [], False
+    def _drain_control_for(self, rid: str) -> list[tuple[str, str, Adjustment | None]]:
+        # Control queued before the request was admitted, in order; the others' stay queued.
+        keep: list[tuple[str, str, Adjustment | None]] = []
+        mine: list[tuple[str, str, Adjustment | None]] = []
         while True:
             try:
                 item = self._control.get_nowait()
             except queue.Empty:
                 break
-            if item[0] == "abort" and item[1] == rid:
-                hit = True
-            else:
-                keep.append(item)
+            (mine if item[1] == rid else keep).append(item)
         for item in keep:
             self._control.put(item)
-        return hit
+        return mine
 
     def _patch_sources(self, req: GenerationRequest) -> dict[int, Tensor] | None:
         lanes = [lane for lane in req.recipe.lanes if lane.op == "patch"]
