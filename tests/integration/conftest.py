@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from support.live import ci
 
 if TYPE_CHECKING:
     from webapp.accounts.models import Team, User
@@ -51,7 +52,7 @@ def _is_postgres(url: str) -> bool:
 def _choose_database_url() -> tuple[str, str]:
     """The DATABASE_URL for this run and a line saying which database it is."""
     configured = os.environ.get("DATABASE_URL", "").strip()
-    if os.environ.get("CI", "").strip().lower() in {"true", "1"}:
+    if ci():
         url = configured or DEFAULT_POSTGRES_URL
         if not _is_postgres(url):
             raise pytest.UsageError(
@@ -225,7 +226,7 @@ def _test_database_url() -> str:
     db = connection.settings_dict
     if connection.vendor != "postgresql":
         message = "a Celery worker process needs the test database on PostgreSQL (this run uses SQLite)"
-        if _ci():
+        if ci():
             pytest.fail(message)
         pytest.skip(message)
     user = db.get("USER") or "postgres"
@@ -235,10 +236,6 @@ def _test_database_url() -> str:
     )
 
 
-def _ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"true", "1"}
-
-
 def _new_worker_stack(django_db_blocker: Any) -> Stack:
     """Environment for worker processes on a queue and channel prefix of their own."""
     from support.live import RABBITMQ_URL, REDIS_URL, missing_servers
@@ -246,7 +243,7 @@ def _new_worker_stack(django_db_blocker: Any) -> Stack:
     missing = missing_servers()
     if missing:
         message = f"{' and '.join(missing)} not reachable on 127.0.0.1"
-        if _ci():
+        if ci():
             pytest.fail(f"CI=true requires the real servers: {message}")
         pytest.skip(message)
     with django_db_blocker.unblock():

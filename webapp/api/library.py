@@ -31,6 +31,7 @@ from webapp.library.models import (
     SteeringVector,
     Visibility,
 )
+from webapp.library.services import OwnedT
 
 router = Router(tags=["library"])
 
@@ -213,6 +214,18 @@ def get_vector(request: HttpRequest, vector_id: int) -> SteeringVector:
     return services.get_visible(_user(request), SteeringVector, vector_id)
 
 
+def _update_details(request: HttpRequest, model: type[OwnedT], pk: int, payload: DetailsIn) -> OwnedT:
+    """PATCH of a vector, probe or dataset: description, visibility and team."""
+    user = _user(request)
+    return services.update_details(
+        user,
+        services.get_visible(user, model, pk),
+        description=payload.description,
+        visibility=payload.visibility,
+        team=_team(user, payload.team),
+    )
+
+
 @router.post("/vectors", response={201: VectorOut, **DENIED})
 def upload_vector(
     request: HttpRequest,
@@ -241,15 +254,7 @@ def upload_vector(
 
 @router.patch("/vectors/{vector_id}", response={200: VectorOut, **DENIED})
 def update_vector(request: HttpRequest, vector_id: int, payload: DetailsIn) -> SteeringVector:
-    user = _user(request)
-    obj = services.get_visible(user, SteeringVector, vector_id)
-    return services.update_details(
-        user,
-        obj,
-        description=payload.description,
-        visibility=payload.visibility,
-        team=_team(user, payload.team),
-    )
+    return _update_details(request, SteeringVector, vector_id, payload)
 
 
 @router.delete("/vectors/{vector_id}", response={204: None, **DENIED})
@@ -313,15 +318,7 @@ def upload_probe(
 
 @router.patch("/probes/{probe_id}", response={200: ProbeOut, **DENIED})
 def update_probe(request: HttpRequest, probe_id: int, payload: DetailsIn) -> Probe:
-    user = _user(request)
-    obj = services.get_visible(user, Probe, probe_id)
-    return services.update_details(
-        user,
-        obj,
-        description=payload.description,
-        visibility=payload.visibility,
-        team=_team(user, payload.team),
-    )
+    return _update_details(request, Probe, probe_id, payload)
 
 
 @router.delete("/probes/{probe_id}", response={204: None, **DENIED})
@@ -381,15 +378,7 @@ def upload_dataset(
 
 @router.patch("/datasets/{dataset_id}", response={200: DatasetOut, **DENIED})
 def update_dataset(request: HttpRequest, dataset_id: int, payload: DetailsIn) -> Dataset:
-    user = _user(request)
-    obj = services.get_visible(user, Dataset, dataset_id)
-    return services.update_details(
-        user,
-        obj,
-        description=payload.description,
-        visibility=payload.visibility,
-        team=_team(user, payload.team),
-    )
+    return _update_details(request, Dataset, dataset_id, payload)
 
 
 @router.delete("/datasets/{dataset_id}", response={204: None, **DENIED})

@@ -117,13 +117,13 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await self.send_json(frame)
 
     # ------------------------------------------------------------------ handlers
-    @database_sync_to_async
     def _conversation(self) -> Any:
+        """This socket's conversation, re-read for every message (sync: call it in a DB thread)."""
         return services.get_conversation(self.user, self.conversation_id)
 
     @database_sync_to_async
     def _run(self, run_id: Any) -> Run:
-        return services.get_run(self.user, services.get_conversation(self.user, self.conversation_id), run_id)
+        return services.get_run(self.user, self._conversation(), run_id)
 
     async def on_ping(self, content: dict[str, Any], ref: Any) -> None:
         await self.send_json({"type": "pong", "ref": ref})
@@ -138,7 +138,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             raise PlaygroundError("invalid", "compare must be true or false")
 
         def start() -> tuple[list[dict[str, Any]], list[tuple[int, int]]]:
-            conversation = services.get_conversation(self.user, self.conversation_id)
+            conversation = self._conversation()
             runs = services.start_turn(
                 self.user,
                 conversation,
@@ -227,7 +227,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         version_id = content.get("recipe_version")
 
         def apply() -> int | None:
-            conversation = services.get_conversation(self.user, self.conversation_id)
+            conversation = self._conversation()
             version = None if version_id is None else services.get_recipe_version(self.user, version_id)
             services.set_recipe_version(self.user, conversation, version)
             return None if version is None else version.pk
@@ -238,7 +238,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def on_status(self, content: dict[str, Any], ref: Any) -> None:
         def read() -> dict[str, Any]:
-            conversation = services.get_conversation(self.user, self.conversation_id)
+            conversation = self._conversation()
             deployment = conversation.deployment
             queued = Run.objects.filter(deployment=deployment, status=RunStatus.QUEUED).count()
             running = Run.objects.filter(deployment=deployment, status=RunStatus.RUNNING).count()
@@ -295,9 +295,10 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             asyncio.get_running_loop().create_task(self._retry_catch_up(run_id))
 
     async def _backfill(self, run_id: int) -> None:
-        run = await self._run(run_id)
+        # Cursors exist only for runs of this socket's (authorised) conversation: no re-check here,
+        # on the path every gap takes.
         attempt, seq = self.cursors[run_id]
-        for frame in await database_sync_to_async(services.events_after)(run, attempt, seq):
+        for frame in await database_sync_to_async(services.events_after)(run_id, attempt, seq):
             key = (frame["attempt"], frame["seq"])
             if key > self.cursors[run_id] and _follows(self.cursors[run_id], key):
                 await self.deliver(run_id, frame)

@@ -30,6 +30,16 @@ def dispatch_run(run_id: int) -> None:
         _embedded().submit(_run_embedded, run_id)
 
 
+def requeue_expired_runs() -> list[int]:
+    """Reap runs whose heartbeat lease expired and dispatch those re-queued for another attempt."""
+    from webapp.playground.execution import reap_expired_runs
+
+    requeued = reap_expired_runs()
+    for run_id in requeued:
+        dispatch_run(run_id)
+    return requeued
+
+
 def _embedded() -> ThreadPoolExecutor:
     global _executor
     with _executor_lock:
@@ -42,13 +52,12 @@ def _embedded() -> ThreadPoolExecutor:
 
 def _run_embedded(run_id: int) -> None:
     """The embedded dispatcher: the same ``execute_run`` the Celery task calls, in this process."""
-    from webapp.playground.execution import execute_run, reap_expired_runs
+    from webapp.playground.execution import execute_run
     from webapp.playground.hosting import get_host
 
     close_old_connections()
     try:
-        for requeued in reap_expired_runs():
-            dispatch_run(requeued)
+        requeue_expired_runs()  # the embedded stack has no worker reaper: each run start reaps
         outcome = execute_run(run_id, get_host())
         log.info("playground.run_executed", extra={"run": run_id, "outcome": outcome.status})
     except Exception:

@@ -88,6 +88,15 @@ def claim_run(run_id: int, worker: str) -> int | None:
             pk=run_id, status=RunStatus.RUNNING, lease_expires_at__lt=now, attempt__lt=max_attempts
         ).update(**changes)
     if not claimed:
+        # Re-queued (by a reaper whose settings allowed it) with no attempt left here: end it
+        # rather than leave it queued for ever.
+        if Run.objects.filter(pk=run_id, status=RunStatus.QUEUED, attempt__gte=max_attempts).update(
+            status=RunStatus.FAILED,
+            finished_at=now,
+            finish_reason="error",
+            error=f"its worker stopped answering and no attempt is left ({max_attempts} allowed)",
+        ):
+            log.warning("playground.run_attempts_exhausted", extra={"run": run_id})
         return None
     return int(Run.objects.filter(pk=run_id).values_list("attempt", flat=True).get())
 
@@ -282,13 +291,18 @@ class EventSink:
     seq: int = 0
     writer: EventWriter = _writer
 
-    def emit(self, event_type: str, *, publish: bool = True, **data: Any) -> dict[str, Any]:
+    def frame(self, event_type: str, **data: Any) -> dict[str, Any]:
+        """The next numbered frame (neither published nor stored yet)."""
         self.seq += 1
-        frame = {"type": event_type, "run": self.run_id, "attempt": self.attempt, "seq": self.seq, **data}
-        if publish:
-            self.publish(frame)  # first: latency matters, and the database copy is for resume
-        self.writer.add(RunEvent(run_id=self.run_id, attempt=self.attempt, seq=self.seq, payload=frame))
-        return frame
+        return {"type": event_type, "run": self.run_id, "attempt": self.attempt, "seq": self.seq, **data}
+
+    def emit(self, event_type: str, **data: Any) -> None:
+        frame = self.frame(event_type, **data)
+        self.publish(frame)  # first: latency matters, and the database copy is for resume
+        self.writer.add(self.row(frame))
+
+    def row(self, frame: dict[str, Any]) -> RunEvent:
+        return RunEvent(run_id=self.run_id, attempt=self.attempt, seq=frame["seq"], payload=frame)
 
     def publish(self, frame: dict[str, Any]) -> None:
         self.host.publish(conversation_group(self.conversation_id), frame)
@@ -382,16 +396,13 @@ def execute_run(run_id: int, host: EngineHost, *, worker: str | None = None) -> 
                 return Outcome("busy", "another worker holds the run", retry_in=max(state[1], 0.0) + 0.5)
             return Outcome("skipped", f"not claimable ({state[0] if state else 'gone'})")
         log.info("playground.run_claimed", extra={"run": run_id, "attempt": attempt, "worker": worker})
+        run = Run.objects.select_related("deployment").get(pk=run_id)
         with host.running():
-            outcome = _generate(run_id, attempt, worker, host, stream)
-        _safely(record_engine_status, host, _deployment_name(run_id))
+            outcome = _generate(run, attempt, worker, host, stream)
+        _safely(record_engine_status, host, run.deployment.name)
         return outcome
     finally:
         stream.close()
-
-
-def _deployment_name(run_id: int) -> str:
-    return str(Run.objects.filter(pk=run_id).values_list("deployment__name", flat=True).first() or "")
 
 
 def _safely(fn: Any, *args: Any) -> None:
@@ -418,8 +429,8 @@ def record_engine_status(host: EngineHost, deployment: str) -> None:
     )
 
 
-def _generate(run_id: int, attempt: int, worker: str, host: EngineHost, stream: Any) -> Outcome:
-    run = Run.objects.select_related("deployment").get(pk=run_id)
+def _generate(run: Run, attempt: int, worker: str, host: EngineHost, stream: Any) -> Outcome:
+    run_id = run.pk
     sink = EventSink(host, run.pk, run.conversation_id, attempt)
     sink.emit("started", run_kind=run.kind, prompt_tokens=len(run.prompt_tokens))
     try:
@@ -463,13 +474,12 @@ def _finish(
     error: str,
 ) -> Outcome:
     status = STATUS_BY_REASON.get(reason, RunStatus.FAILED)
-    # Saved with the run's final state and published after: a client that sees "finished" finds
-    # the run finished in the database (and may replay it at once).
-    final = sink.emit(
-        "finished", publish=False, status=status, reason=reason, text=t.text if t else "", error=error
-    )
+    # The events so far are written first (outside the transaction: the writer holds other runs'
+    # too). "finished" is saved with the run's final state and published after it, so a client
+    # that sees it finds the run finished in the database (and may replay it at once).
+    sink.writer.flush()
+    final = sink.frame("finished", status=status, reason=reason, text=t.text if t else "", error=error)
     with transaction.atomic():
-        sink.writer.flush()
         fields: dict[str, Any] = {
             "status": status,
             "finish_reason": reason,
@@ -489,8 +499,8 @@ def _finish(
             pk=run.pk, status=RunStatus.RUNNING, lease_owner=worker, attempt=attempt
         ).update(**fields)
         if not written:
-            transaction.set_rollback(True)
             return Outcome("failed", "the lease was lost before the run could be saved")
+        sink.row(final).save(force_insert=True)
         if run.answer_id is not None and t is not None:
             Message.objects.filter(pk=run.answer_id).update(content=t.text)
     sink.publish(final)

@@ -405,10 +405,13 @@ def stop_run(user: User, run: Run) -> bool:
 # --------------------------------------------------------------------------------------------
 # Queries
 # --------------------------------------------------------------------------------------------
-def events_after(run: Run, attempt: int, seq: int, *, limit: int = 5000) -> list[dict[str, Any]]:
-    """Persisted event frames of ``run`` after ``(attempt, seq)``, in order."""
+def events_after(run_id: int, attempt: int, seq: int, *, limit: int = 5000) -> list[dict[str, Any]]:
+    """Persisted event frames of run ``run_id`` after ``(attempt, seq)``, in order.
+
+    The caller has authorised the run (the consumer does when a socket starts or resumes it).
+    """
     rows = (
-        RunEvent.objects.filter(run=run)
+        RunEvent.objects.filter(run_id=run_id)
         .filter(Q(attempt__gt=attempt) | Q(attempt=attempt, seq__gt=seq))
         .order_by("attempt", "seq")
         .values_list("payload", flat=True)[:limit]

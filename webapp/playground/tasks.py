@@ -13,8 +13,8 @@ from celery import shared_task
 from django.conf import settings
 from django.db import close_old_connections
 
-from webapp.playground.dispatch import dispatch_run
-from webapp.playground.execution import execute_run, reap_expired_runs
+from webapp.playground.dispatch import requeue_expired_runs
+from webapp.playground.execution import execute_run
 from webapp.playground.hosting import get_host
 from workers.celery_app import app  # noqa: F401  (the tasks bind to Steerlab's Celery app)
 
@@ -42,9 +42,6 @@ def execute_run_task(self: Any, run_id: int) -> str:
 def reap_runs_task() -> list[int]:
     """Re-queue (once) or fail runs whose heartbeat lease expired; dispatch the re-queued ones."""
     try:
-        requeued = reap_expired_runs()
-        for run_id in requeued:
-            dispatch_run(run_id)
-        return requeued
+        return requeue_expired_runs()
     finally:
         close_old_connections()
