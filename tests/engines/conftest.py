@@ -1,19 +1,150 @@
-"""Shared helpers for engine tests: running requests and the DESIGN §4 comparison rule."""
+"""Shared helpers for engine tests: tensors, requests, running them, and the DESIGN §4 comparison rule."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import torch
+from hypothesis import strategies as st
 
+from interventions.plan import CompiledRecipe, ProbeData, VectorData, compile_recipe
+from interventions.sites import ModelShape
+from interventions.spec import parse_recipe
 from interventions.tiny import load_tiny
-from workers.engines.base import Event, FinishedEvent, GenerationRequest, ReadEvent, TokenEvent
+from workers.engines.base import (
+    Event,
+    FinishedEvent,
+    GenerationRequest,
+    ReadEvent,
+    SamplingParams,
+    TokenEvent,
+)
 from workers.engines.hf import HFEngineCore
+from workers.engines.threaded import EngineCore
 
 NEAR_TIE = 1e-4
 TOL = 1e-5
+# Between the two engines even plain requests differ by up to ~1.3e-5 in fp32 logits of order 1 (their
+# attention, rotary and GEMM kernels accumulate in different orders: measured over 20 random prompts,
+# median 4e-6). Same-engine comparisons (isolation, replay) keep DESIGN §4's 1e-5.
+CROSS_ENGINE_TOL = 3e-5
+HIDDEN = 64
+LAYERS = 4
+
+
+def _t(seed: int, width: int = HIDDEN) -> torch.Tensor:
+    return torch.randn(width, generator=torch.Generator().manual_seed(seed))
+
+
+RESOLVED: dict[str, Any] = {
+    "v1": VectorData.of({layer: _t(10 + layer) * 2 for layer in range(LAYERS)}),
+    "v2": VectorData.of({layer: _t(20 + layer) for layer in range(LAYERS)}),
+    "p1": ProbeData.of(_t(30) / 8, 0.1),
+    "p2": ProbeData.of(_t(31) / 8, -0.2),
+    # MLP-width (mlp_act) directions and probes of the tiny model.
+    "vm": VectorData.of({layer: _t(40 + layer, 128) for layer in range(LAYERS)}),
+    "pm": ProbeData.of(_t(50, 128) / 8, 0.0),
+}
+
+
+# Random recipes and request mixes for the isolation properties of both engines.
+OPS = st.sampled_from(
+    ["steer", "steer_unit", "project_out", "clamp", "ablate", "probe", "lens", "gated", "late_gate"]
+)
+POSITIONS = st.sampled_from(
+    ["all", "prompt", "generated", "last_prompt", {"start": 1, "step": 2}, {"indices": [0, -1]}]
+)
+
+
+@st.composite
+def recipe_items(draw: st.DrawFn) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for _ in range(draw(st.integers(0, 4))):
+        op = draw(OPS)
+        layer = draw(st.integers(-LAYERS, LAYERS - 1))
+        point = draw(st.sampled_from(["resid_pre", "resid_post", "attn_out", "mlp_out"]))
+        pos = draw(POSITIONS)
+        scale = draw(st.sampled_from([0.5, 2.0, -3.0]))
+        base = {"layer": layer, "point": point, "positions": pos}
+        if op == "steer":
+            items.append(
+                {"op": "steer", "vector": draw(st.sampled_from(["v1", "v2"])), "scale": scale, **base}
+            )
+        elif op == "steer_unit":
+            items.append(
+                {"op": "steer", "vector": "v2", "scale": 4 * scale, "normalize": "resid_norm", **base}
+            )
+        elif op == "project_out":
+            items.append({"op": "project_out", "direction": "v1", **base})
+        elif op == "clamp":
+            items.append({"op": "clamp", "direction": "v2", "value": scale, **base})
+        elif op == "ablate":
+            items.append({"op": "ablate", "dims": [1, 7, 30], **base})
+        elif op == "probe":
+            items.append({"op": "probe", "probe": draw(st.sampled_from(["p1", "p2"])), **base})
+        elif op == "lens":
+            items.append({"op": "logit_lens", "k": 3, **{**base, "point": "resid_post"}})
+        else:
+            gate_layer = LAYERS - 1 if op == "late_gate" else 0
+            gate = {"probe": "p1", "layer": gate_layer, "threshold": 0.0}
+            items.append({"op": "steer", "vector": "v1", "scale": scale, "when": gate, **base})
+    return items
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> list[tuple[int, list[dict[str, Any]], int, int, int]]:
+    """1-8 requests: (join step, recipe items, prompt length, max new tokens, prompt seed)."""
+    n = draw(st.integers(1, 8))
+    return [
+        (
+            draw(st.integers(0, 4)),
+            draw(recipe_items()),
+            draw(st.integers(1, 12)),
+            draw(st.integers(1, 6)),
+            draw(st.integers(0, 10_000)),
+        )
+        for _ in range(n)
+    ]
+
+
+def recipe_for(shape: ModelShape, items: list[dict[str, Any]]) -> CompiledRecipe:
+    return compile_recipe(parse_recipe({"interventions": items}), shape, RESOLVED, model="tiny")
+
+
+def random_prompt(seed: int, n: int) -> tuple[int, ...]:
+    g = torch.Generator().manual_seed(seed)
+    return tuple(int(t) for t in torch.randint(5, 500, (n,), generator=g))
+
+
+def make_request(
+    rid: str, prompt: tuple[int, ...], recipe: CompiledRecipe | None = None, **kw: Any
+) -> GenerationRequest:
+    sampling = kw.pop("sampling", SamplingParams(max_new_tokens=kw.pop("n", 6)))
+    return GenerationRequest(
+        rid,
+        prompt,
+        recipe=recipe or CompiledRecipe((), (), (), 0),
+        sampling=sampling,
+        record_logits=True,
+        **kw,
+    )
+
+
+def forced_request(req: GenerationRequest, tokens: list[int]) -> GenerationRequest:
+    """``req`` teacher-forced on ``tokens``."""
+    return GenerationRequest(
+        req.request_id,
+        req.prompt_tokens,
+        recipe=req.recipe,
+        sampling=req.sampling,
+        overrides=req.overrides,
+        scheduled=req.scheduled,
+        forced_tokens=tuple(tokens),
+        record_logits=True,
+    )
 
 
 @dataclass
@@ -42,7 +173,7 @@ def collect(events: Sequence[Event], results: dict[str, Result]) -> None:
             r.finished = e
 
 
-def run_schedule(core: HFEngineCore, schedule: Sequence[tuple[int, GenerationRequest]]) -> dict[str, Result]:
+def run_schedule(core: EngineCore, schedule: Sequence[tuple[int, GenerationRequest]]) -> dict[str, Result]:
     """Add each request at its step (0-based), step until everything finished."""
     results: dict[str, Result] = {}
     pending = sorted(schedule, key=lambda s: s[0])
@@ -56,12 +187,14 @@ def run_schedule(core: HFEngineCore, schedule: Sequence[tuple[int, GenerationReq
     return results
 
 
-def run_alone(core: HFEngineCore, request: GenerationRequest) -> Result:
+def run_alone(core: EngineCore, request: GenerationRequest) -> Result:
     return run_schedule(core, [(0, request)])[request.request_id]
 
 
-def assert_close_runs(reference: Result, other: Result, *, forced: Result | None = None) -> None:
-    """DESIGN §4: tokens equal up to the first near-tie of the reference; logits and reads within 1e-5.
+def assert_close_runs(
+    reference: Result, other: Result, *, forced: Result | None = None, tol: float = TOL
+) -> None:
+    """DESIGN §4: tokens equal up to the first near-tie of the reference; logits and reads within ``tol``.
 
     ``forced`` is ``other``'s request re-run teacher-forced on the reference's tokens: from the
     first allowed divergence on, its logits and reads are what is compared.
@@ -83,17 +216,17 @@ def assert_close_runs(reference: Result, other: Result, *, forced: Result | None
         other = forced
         assert other.tokens == reference.tokens
     for i, (a, b) in enumerate(zip(reference.logits, other.logits, strict=True)):
-        torch.testing.assert_close(b, a, rtol=0, atol=TOL, msg=lambda m, i=i: f"logits of step {i}: {m}")
+        torch.testing.assert_close(b, a, rtol=0, atol=tol, msg=lambda m, i=i: f"logits of step {i}: {m}")
     assert reference.reads.keys() == other.reads.keys()
     for pos, ra in reference.reads.items():
         rb = other.reads[pos]
         assert ra.probes.keys() == rb.probes.keys()
         for k, va in ra.probes.items():
-            assert abs(va - rb.probes[k]) <= TOL, f"probe {k} at position {pos}: {va} vs {rb.probes[k]}"
+            assert abs(va - rb.probes[k]) <= tol, f"probe {k} at position {pos}: {va} vs {rb.probes[k]}"
         assert ra.lens.keys() == rb.lens.keys()
         for k, (ids_a, pa) in ra.lens.items():
             ids_b, pb = rb.lens[k]
-            torch.testing.assert_close(torch.tensor(pb), torch.tensor(pa), rtol=0, atol=TOL)
+            torch.testing.assert_close(torch.tensor(pb), torch.tensor(pa), rtol=0, atol=tol)
             gaps = [pa[j] - pa[j + 1] for j in range(len(pa) - 1)]
             for j in range(len(ids_a)):
                 clear = (j == 0 or gaps[j - 1] > NEAR_TIE) and (j == len(gaps) or gaps[j] > NEAR_TIE)

@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from interventions.plan import CompiledRecipe, ProbeData, RecipeError, VectorData, compile_recipe
+from interventions.plan import CompiledRecipe, RecipeError, VectorData, compile_recipe
 from interventions.spec import Adjustment, parse_recipe
 from interventions.tiny import load_tiny
 from workers.engines.base import (
@@ -25,121 +24,35 @@ from workers.engines.base import (
 )
 from workers.engines.hf import HFEngine, HFEngineCore
 
-from .conftest import Result, assert_close_runs, collect, run_alone, run_schedule
+from .conftest import (
+    HIDDEN,
+    RESOLVED,
+    Result,
+    assert_close_runs,
+    collect,
+    recipe_for,
+    run_alone,
+    run_schedule,
+    scenarios,
+)
+from .conftest import (
+    forced_request as _forced,
+)
+from .conftest import (
+    make_request as _req,
+)
+from .conftest import (
+    random_prompt as _prompt,
+)
 
 MakeCore = Callable[..., HFEngineCore]
-HIDDEN = 64
-LAYERS = 4
-
-
-def _t(seed: int, width: int = HIDDEN) -> torch.Tensor:
-    return torch.randn(width, generator=torch.Generator().manual_seed(seed))
-
-
-RESOLVED: dict[str, Any] = {
-    "v1": VectorData.of({layer: _t(10 + layer) * 2 for layer in range(LAYERS)}),
-    "v2": VectorData.of({layer: _t(20 + layer) for layer in range(LAYERS)}),
-    "p1": ProbeData.of(_t(30) / 8, 0.1),
-    "p2": ProbeData.of(_t(31) / 8, -0.2),
-}
 
 
 def _recipe(core: HFEngineCore, items: list[dict[str, Any]]) -> CompiledRecipe:
-    return compile_recipe(parse_recipe({"interventions": items}), core.shape, RESOLVED, model="tiny")
-
-
-def _prompt(seed: int, n: int) -> tuple[int, ...]:
-    g = torch.Generator().manual_seed(seed)
-    return tuple(int(t) for t in torch.randint(5, 500, (n,), generator=g))
-
-
-def _req(
-    rid: str, prompt: tuple[int, ...], recipe: CompiledRecipe | None = None, **kw: Any
-) -> GenerationRequest:
-    sampling = kw.pop("sampling", SamplingParams(max_new_tokens=kw.pop("n", 6)))
-    return GenerationRequest(
-        rid,
-        prompt,
-        recipe=recipe or CompiledRecipe((), (), (), 0),
-        sampling=sampling,
-        record_logits=True,
-        **kw,
-    )
-
-
-def _forced(req: GenerationRequest, tokens: list[int]) -> GenerationRequest:
-    return GenerationRequest(
-        req.request_id,
-        req.prompt_tokens,
-        recipe=req.recipe,
-        sampling=req.sampling,
-        overrides=req.overrides,
-        scheduled=req.scheduled,
-        forced_tokens=tuple(tokens),
-        record_logits=True,
-    )
+    return recipe_for(core.shape, items)
 
 
 # ---------------------------------------------------------------------------------------- isolation
-OPS = st.sampled_from(
-    ["steer", "steer_unit", "project_out", "clamp", "ablate", "probe", "lens", "gated", "late_gate"]
-)
-POSITIONS = st.sampled_from(
-    ["all", "prompt", "generated", "last_prompt", {"start": 1, "step": 2}, {"indices": [0, -1]}]
-)
-
-
-@st.composite
-def recipe_items(draw: st.DrawFn) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    for _ in range(draw(st.integers(0, 4))):
-        op = draw(OPS)
-        layer = draw(st.integers(-LAYERS, LAYERS - 1))
-        point = draw(st.sampled_from(["resid_pre", "resid_post", "attn_out", "mlp_out"]))
-        pos = draw(POSITIONS)
-        scale = draw(st.sampled_from([0.5, 2.0, -3.0]))
-        base = {"layer": layer, "point": point, "positions": pos}
-        if op == "steer":
-            items.append(
-                {"op": "steer", "vector": draw(st.sampled_from(["v1", "v2"])), "scale": scale, **base}
-            )
-        elif op == "steer_unit":
-            items.append(
-                {"op": "steer", "vector": "v2", "scale": 4 * scale, "normalize": "resid_norm", **base}
-            )
-        elif op == "project_out":
-            items.append({"op": "project_out", "direction": "v1", **base})
-        elif op == "clamp":
-            items.append({"op": "clamp", "direction": "v2", "value": scale, **base})
-        elif op == "ablate":
-            items.append({"op": "ablate", "dims": [1, 7, 30], **base})
-        elif op == "probe":
-            items.append({"op": "probe", "probe": draw(st.sampled_from(["p1", "p2"])), **base})
-        elif op == "lens":
-            items.append({"op": "logit_lens", "k": 3, **{**base, "point": "resid_post"}})
-        else:
-            gate_layer = LAYERS - 1 if op == "late_gate" else 0
-            gate = {"probe": "p1", "layer": gate_layer, "threshold": 0.0}
-            items.append({"op": "steer", "vector": "v1", "scale": scale, "when": gate, **base})
-    return items
-
-
-@st.composite
-def scenarios(draw: st.DrawFn) -> list[tuple[int, list[dict[str, Any]], int, int, int]]:
-    """1-8 requests: (join step, recipe items, prompt length, max new tokens, prompt seed)."""
-    n = draw(st.integers(1, 8))
-    return [
-        (
-            draw(st.integers(0, 4)),
-            draw(recipe_items()),
-            draw(st.integers(1, 12)),
-            draw(st.integers(1, 6)),
-            draw(st.integers(0, 10_000)),
-        )
-        for _ in range(n)
-    ]
-
-
 @pytest.fixture(scope="module")
 def shared_core() -> HFEngineCore:
     model, tokenizer = load_tiny()

@@ -41,7 +41,7 @@ from workers.engines.base import (
     SamplingParams,
     TokenEvent,
 )
-from workers.engines.loading import HostedModel, load_hf_model
+from workers.engines.loading import HostedModel, load_model
 from workers.host import EngineHost
 
 log = logging.getLogger(__name__)
@@ -170,9 +170,8 @@ def _resolve(run: Run, host: EngineHost) -> dict[str, VectorData | ProbeData]:
 
 def _load_model(run: Run) -> HostedModel:
     deployment = run.deployment
-    if deployment.engine != "hf":
-        raise RequestError(f"the {deployment.engine!r} engine is not available on this worker")
-    return load_hf_model(
+    return load_model(
+        deployment.engine,
         deployment.name,
         deployment.hf_id_or_path,
         revision=deployment.revision,

@@ -19,12 +19,11 @@ extra forward after its last token (whose sampled successor is discarded).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +34,7 @@ from torch import Tensor
 from transformers import GenerationConfig, PreTrainedModel
 from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
-from interventions.plan import BatchPlan, RecipeError, Site, positions_contain, resolve_positions
+from interventions.plan import BatchPlan, Site
 from interventions.sites import adapter_for, install_hook
 from interventions.spec import Adjustment
 from workers.engines import sampling
@@ -46,10 +45,11 @@ from workers.engines.base import (
     FinishedEvent,
     FinishReason,
     GenerationRequest,
-    ReadEvent,
     RequestError,
     TokenEvent,
 )
+from workers.engines.requests import CAPABILITIES, read_events, validate_request
+from workers.engines.threaded import ThreadedEngine
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class HFEngineCore:
             hidden_size=self.shape.hidden_size,
             mlp_size=self.shape.mlp_size,
             vocab_size=self.shape.vocab_size,
-            capabilities=("steer", "ablate", "project_out", "clamp", "patch", "probe", "logit_lens", "when"),
+            capabilities=CAPABILITIES,
         )
 
     def add(self, req: GenerationRequest) -> None:
@@ -192,45 +192,7 @@ class HFEngineCore:
 
     # ------------------------------------------------------------------ validation
     def _validate(self, req: GenerationRequest) -> None:
-        if not req.request_id or len(req.request_id) > 200:
-            raise RequestError("request_id must be 1-200 characters")
-        if not req.prompt_tokens:
-            raise RequestError("the prompt is empty")
-        vocab = self.shape.vocab_size
-        if not all(type(t) is int for t in req.prompt_tokens):
-            raise RequestError("prompt tokens must be integers")
-        if min(req.prompt_tokens) < 0 or max(req.prompt_tokens) >= vocab:
-            raise RequestError(f"prompt token ids must be in [0, {vocab})")
-        need = len(req.prompt_tokens) + req.sampling.max_new_tokens + 1
-        if need > self.max_context:
-            raise RequestError(
-                f"prompt ({len(req.prompt_tokens)} tokens) + max_new_tokens ({req.sampling.max_new_tokens}) "
-                f"exceeds the engine's context of {self.max_context} tokens"
-            )
-        if req.forced_tokens is not None and any(not 0 <= t < vocab for t in req.forced_tokens):
-            raise RequestError(f"forced token ids must be in [0, {vocab})")
-        recipe = req.recipe
-        for item in recipe.items():
-            layer, point = item.site
-            if not 0 <= layer < self.shape.num_layers:
-                raise RequestError(f"interventions[{item.index}]: layer {layer} out of range for this model")
-            width = self.shape.mlp_size if point == "mlp_act" else self.shape.hidden_size
-            for t in (getattr(item, "direction", None), getattr(item, "weight", None)):
-                if t is not None and t.shape[-1] != width:
-                    raise RequestError(
-                        f"interventions[{item.index}]: width {t.shape[-1]} != site width {width}"
-                    )
-            try:
-                resolve_positions(item.positions, len(req.prompt_tokens))
-            except RecipeError as e:
-                raise RequestError(f"interventions[{item.index}].positions: {e}") from e
-        writable = {lane.index for lane in recipe.lanes}
-        for adj in (*req.overrides, *(a for _, a in req.scheduled)):
-            if adj.index not in writable:
-                raise RequestError(f"adjustment names intervention {adj.index}, which is not a write op")
-        for lane in recipe.lanes:
-            if lane.op == "patch" and lane.patch_text is not None and self.tokenizer is None:
-                raise RequestError("patch sources given as text need an engine with a tokenizer")
+        validate_request(req, self.shape, self.max_context, has_tokenizer=self.tokenizer is not None)
 
     # ------------------------------------------------------------------ hooks
     def _install_site(self, site: Site) -> None:
@@ -492,32 +454,11 @@ class HFEngineCore:
         lens: dict[Site, tuple[Tensor, Tensor]],
         events: list[Event],
     ) -> None:
-        rec = self.plan.record(live.req.request_id)
-        compiled = rec.compiled
         qlen = min(qlen, live.prompt_len + live.req.sampling.max_new_tokens - live.next_pos)
-        values: list[list[float]] = []
-        if compiled.probes and scores is not None:
-            if live.probe_cols is None:
-                live.probe_cols = torch.tensor([rec.probe_cols[p.index] for p in compiled.probes])
-            # One host copy per request per step, not one per value.
-            values = scores[row : row + qlen].index_select(1, live.probe_cols).tolist()
-        for r in range(qlen):
-            pos = live.next_pos + r
-            probes = {
-                p.index: values[r][j]
-                for j, p in enumerate(compiled.probes)
-                if positions_contain(rec.positions[p.index], pos)
-            }
-            lenses = {}
-            for lz in compiled.lenses:
-                if positions_contain(rec.positions[lz.index], pos) and lz.site in lens:
-                    ids, probs = lens[lz.site]
-                    lenses[lz.index] = (
-                        tuple(ids[row + r, : lz.k].tolist()),
-                        tuple(probs[row + r, : lz.k].tolist()),
-                    )
-            if probes or lenses:
-                events.append(ReadEvent(live.req.request_id, pos, probes, lenses))
+        reads, live.probe_cols = read_events(
+            self.plan, live.req.request_id, live.next_pos, row, qlen, scores, lens, live.probe_cols
+        )
+        events.extend(reads)
 
     def _on_token(
         self, live: _Live, token: int, logprob: float, logits: tuple[float, ...] | None, events: list[Event]
@@ -594,89 +535,8 @@ class HFEngineCore:
         self._hooks.clear()
 
 
-class HFEngine:
-    """The asynchronous Engine over ``HFEngineCore``: one thread steps the shared batch.
-
-    Args:
-        core: the engine core (one per model per worker process).
-        idle_wait: seconds the stepping thread sleeps when there is no work.
-    """
+class HFEngine(ThreadedEngine):
+    """The asynchronous Engine over ``HFEngineCore``: one thread steps the shared batch."""
 
     def __init__(self, core: HFEngineCore, *, idle_wait: float = 0.05) -> None:
-        self.core = core
-        self._idle_wait = idle_wait
-        self._queues: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue[Event]]] = {}
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="hf-engine", daemon=True)
-        self._thread.start()
-
-    def info(self) -> EngineInfo:
-        return self.core.info()
-
-    async def submit(self, request: GenerationRequest) -> AsyncIterator[Event]:
-        loop = asyncio.get_running_loop()
-        q: asyncio.Queue[Event] = asyncio.Queue()
-        with self._lock:
-            self._queues[request.request_id] = (loop, q)
-        try:
-            self.core.add(request)
-        except RequestError:
-            with self._lock:
-                self._queues.pop(request.request_id, None)
-            raise
-        self._wake.set()
-        finished = False
-        try:
-            while True:
-                event = await q.get()
-                finished = isinstance(event, FinishedEvent)
-                yield event
-                if finished:
-                    return
-        finally:
-            with self._lock:
-                self._queues.pop(request.request_id, None)
-            if not finished:  # the consumer went away (a closed browser): stop generating for it
-                self.abort(request.request_id)
-
-    def adjust(self, request_id: str, adjustment: Adjustment) -> None:
-        self.core.adjust(request_id, adjustment)
-        self._wake.set()
-
-    def abort(self, request_id: str) -> None:
-        self.core.abort(request_id)
-        self._wake.set()
-
-    def shutdown(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if not self.core.has_work():
-                self._wake.wait(self._idle_wait)
-                self._wake.clear()
-                continue
-            try:
-                events = self.core.step()
-            except Exception:  # an engine bug must not leave clients waiting forever
-                log.exception("engine.step_failed")
-                events = self._fail_all()
-            self._dispatch(events)
-
-    def _fail_all(self) -> list[Event]:
-        return self.core.fail_all("engine step failed")
-
-    def _dispatch(self, events: list[Event]) -> None:
-        put: Callable[..., Any]
-        for event in events:
-            with self._lock:
-                target = self._queues.get(event.request_id)
-            if target is None:
-                continue
-            loop, q = target
-            put = q.put_nowait
-            loop.call_soon_threadsafe(put, event)
+        super().__init__(core, idle_wait=idle_wait, name="hf-engine")

@@ -62,3 +62,54 @@ def load_hf_model(
         min_step_time=min_step_time,
     )
     return HostedModel(name=name, engine=HFEngine(core), tokenizer=tokenizer)
+
+
+def load_vllm_model(
+    name: str,
+    source: str,
+    *,
+    revision: str = "",
+    max_requests: int = 32,
+    min_step_time: float = 0.0,
+    kv_cache_bytes: int | None = None,
+    enforce_eager: bool = False,
+) -> HostedModel:
+    """The vLLM engine on ``source`` (compiled; float32 on the CPU, the checkpoint's dtype on a GPU).
+
+    Args:
+        kv_cache_bytes: KV cache size; default 1 GiB on a GPU, 256 MiB on the CPU
+            (``STEERLAB_VLLM_KV_CACHE_BYTES`` sets it for a deployment's workers).
+    """
+    import torch
+    from transformers import AutoTokenizer
+
+    from workers.engines.threaded import ThreadedEngine
+    from workers.engines.vllm.core import VLLMEngineCore
+
+    gpu = torch.cuda.is_available()
+    tokenizer = AutoTokenizer.from_pretrained(source, revision=revision or None)
+    core = VLLMEngineCore(
+        source,
+        tokenizer,
+        model_name=name,
+        revision=revision,
+        max_requests=max_requests,
+        kv_cache_bytes=kv_cache_bytes or ((1 << 30) if gpu else (256 << 20)),
+        enforce_eager=enforce_eager,
+        # vLLM's "auto" turns a float32 checkpoint into bfloat16, which the CPU runs slowly and
+        # which no longer matches the transformers engine.
+        dtype="auto" if gpu else "float32",
+        min_step_time=min_step_time,
+    )
+    return HostedModel(name=name, engine=ThreadedEngine(core, name="vllm-engine"), tokenizer=tokenizer)
+
+
+ENGINES = {"hf": load_hf_model, "vllm": load_vllm_model}
+
+
+def load_model(engine: str, name: str, source: str, **kwargs: Any) -> HostedModel:
+    """Load ``source`` into the deployment's engine (``hf`` or ``vllm``); same keyword arguments."""
+    loader = ENGINES.get(engine)
+    if loader is None:
+        raise ValueError(f"unknown engine {engine!r}: use {' or '.join(ENGINES)}")
+    return loader(name, source, **kwargs)

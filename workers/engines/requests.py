@@ -1,0 +1,100 @@
+"""What every engine does the same way: refusing bad requests, and turning a step's reads into events."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from interventions.plan import BatchPlan, RecipeError, Site, positions_contain, resolve_positions
+from interventions.sites import ModelShape
+from workers.engines.base import GenerationRequest, ReadEvent, RequestError
+
+CAPABILITIES = ("steer", "ablate", "project_out", "clamp", "patch", "probe", "logit_lens", "when")
+
+
+def validate_request(
+    req: GenerationRequest, shape: ModelShape, max_context: int, *, has_tokenizer: bool
+) -> None:
+    """Raise RequestError for anything that must not reach a forward pass."""
+    if not req.request_id or len(req.request_id) > 200:
+        raise RequestError("request_id must be 1-200 characters")
+    if not req.prompt_tokens:
+        raise RequestError("the prompt is empty")
+    vocab = shape.vocab_size
+    if not all(type(t) is int for t in req.prompt_tokens):
+        raise RequestError("prompt tokens must be integers")
+    if min(req.prompt_tokens) < 0 or max(req.prompt_tokens) >= vocab:
+        raise RequestError(f"prompt token ids must be in [0, {vocab})")
+    need = len(req.prompt_tokens) + req.sampling.max_new_tokens + 1
+    if need > max_context:
+        raise RequestError(
+            f"prompt ({len(req.prompt_tokens)} tokens) + max_new_tokens ({req.sampling.max_new_tokens}) "
+            f"exceeds the engine's context of {max_context} tokens"
+        )
+    if req.forced_tokens is not None and any(not 0 <= t < vocab for t in req.forced_tokens):
+        raise RequestError(f"forced token ids must be in [0, {vocab})")
+    recipe = req.recipe
+    for item in recipe.items():
+        layer, point = item.site
+        if not 0 <= layer < shape.num_layers:
+            raise RequestError(f"interventions[{item.index}]: layer {layer} out of range for this model")
+        width = shape.mlp_size if point == "mlp_act" else shape.hidden_size
+        for t in (getattr(item, "direction", None), getattr(item, "weight", None)):
+            if t is not None and t.shape[-1] != width:
+                raise RequestError(f"interventions[{item.index}]: width {t.shape[-1]} != site width {width}")
+        try:
+            resolve_positions(item.positions, len(req.prompt_tokens))
+        except RecipeError as e:
+            raise RequestError(f"interventions[{item.index}].positions: {e}") from e
+    writable = {lane.index for lane in recipe.lanes}
+    for adj in (*req.overrides, *(a for _, a in req.scheduled)):
+        if adj.index not in writable:
+            raise RequestError(f"adjustment names intervention {adj.index}, which is not a write op")
+    for lane in recipe.lanes:
+        if lane.op == "patch" and lane.patch_text is not None and not has_tokenizer:
+            raise RequestError("patch sources given as text need an engine with a tokenizer")
+
+
+def read_events(
+    plan: BatchPlan,
+    request_id: str,
+    first_pos: int,
+    row: int,
+    count: int,
+    scores: Tensor | None,
+    lens: Mapping[Site, tuple[Tensor, Tensor]],
+    probe_cols: Tensor | None,
+) -> tuple[list[ReadEvent], Tensor | None]:
+    """ReadEvents for ``count`` rows of one request, starting at batch row ``row`` / position ``first_pos``.
+
+    ``probe_cols`` caches the request's score columns between steps: pass back what was returned.
+    """
+    rec = plan.record(request_id)
+    compiled = rec.compiled
+    values: list[list[float]] = []
+    if compiled.probes and scores is not None:
+        if probe_cols is None:
+            probe_cols = torch.tensor([rec.probe_cols[p.index] for p in compiled.probes])
+        # One host copy per request per step, not one per value.
+        values = scores[row : row + count].index_select(1, probe_cols).tolist()
+    events = []
+    for r in range(count):
+        pos = first_pos + r
+        probes = {
+            p.index: values[r][j]
+            for j, p in enumerate(compiled.probes)
+            if positions_contain(rec.positions[p.index], pos)
+        }
+        lenses = {}
+        for lz in compiled.lenses:
+            if positions_contain(rec.positions[lz.index], pos) and lz.site in lens:
+                ids, probs = lens[lz.site]
+                lenses[lz.index] = (
+                    tuple(ids[row + r, : lz.k].tolist()),
+                    tuple(probs[row + r, : lz.k].tolist()),
+                )
+        if probes or lenses:
+            events.append(ReadEvent(request_id, pos, probes, lenses))
+    return events, probe_cols

@@ -1,0 +1,579 @@
+"""The vLLM engine: per-request interventions on one shared, compiled vLLM model (DESIGN §4-§5).
+
+``VLLMEngineCore`` has the transformers core's step-driven surface (``add``/``adjust``/``abort``/
+``step``) over vLLM's ``LLMEngine`` (V1: ``add_request``/``step``, never batch ``generate``),
+in-process with the single-process executor so that the plan lives beside the model runner:
+
+* the decoder layers are built with the site ops of ``injection`` (before vLLM compiles them), and
+  ``runtime.Runtime`` fills the plan's per-row tables from vLLM's batch layout before each forward;
+* a request travels to vLLM as token ids with ``SamplingParams.extra_args = {"steerlab": id}``
+  (ids only, msgpack-safe); its compiled recipe goes into the plan here, its tensors into the plan's
+  content-addressed banks (the warm cache keeps them resident between requests);
+* ``cache_salt`` is a hash of the request's write interventions and adjustment history, so prefix
+  caching never hands KV computed under one intervention history to another. A live adjustment
+  re-salts the request's blocks from then on; requests that read skip the prefix cache (every
+  position they read is recomputed);
+* reads and logits come back from the step that computed them (host copies after the forward);
+* vLLM never stops a request by itself (``ignore_eos``, no stop ids): stop tokens, lengths and the
+  one extra forward that reads the last generated token are decided here, as in the HF engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from interventions.plan import Site
+from interventions.sites import ModelShape
+from interventions.spec import Adjustment
+from workers.engines.base import (
+    AdjustedEvent,
+    EngineInfo,
+    Event,
+    FinishedEvent,
+    FinishReason,
+    GenerationRequest,
+    RequestError,
+    TokenEvent,
+)
+from workers.engines.requests import CAPABILITIES, read_events, validate_request
+from workers.engines.vllm import injection
+from workers.engines.vllm.runtime import EXTRA_KEY, Runtime
+
+log = logging.getLogger(__name__)
+
+_RUNTIMES: dict[int, Runtime] = {}
+
+
+def configure_environment(cache_root: Path | None = None) -> None:
+    """vLLM settings the engine relies on; call before vLLM reads its environment.
+
+    In-process engine core and executor: the plan and the model runner share memory. The compile
+    cache lives under a root keyed by the injection code, since vLLM's cache key does not see it.
+    """
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    # The V1 runner (the GPU default in 0.32 may be Model Runner V2, whose state differs).
+    os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
+    if "VLLM_CACHE_ROOT" not in os.environ:
+        source = Path(injection.__file__).read_bytes()
+        tag = hashlib.sha256(source).hexdigest()[:12]
+        root = cache_root or Path(os.environ.get("STEERLAB_CACHE_DIR", Path.home() / ".cache" / "steerlab"))
+        os.environ["VLLM_CACHE_ROOT"] = str(root / f"vllm-{tag}")
+
+
+def _attach(worker: Any, key: int, shape: ModelShape, max_requests: int) -> None:
+    runner = getattr(worker, "worker", worker).model_runner
+    injection.check_instrumented(runner.get_model(), key, shape.num_layers)
+    _RUNTIMES[key] = Runtime(runner, key, shape, max_requests)
+
+
+@dataclass
+class _Live:
+    req: GenerationRequest
+    slot: int = 0
+    internal_id: str = ""
+    tokens: list[int] = field(default_factory=list)
+    finishing: FinishReason | None = None
+    scheduled: list[tuple[int, Adjustment]] = field(default_factory=list)
+    reads: bool = False
+    probe_cols: Tensor | None = None
+    salt: str | None = None
+
+    @property
+    def prompt_len(self) -> int:
+        return len(self.req.prompt_tokens)
+
+
+@dataclass
+class _Waiting:
+    """A request with patch lanes, waiting for its source prompts' activations."""
+
+    req: GenerationRequest
+    pending: dict[str, tuple[int, Site]]  # capture request id -> (lane index, site)
+    sources: dict[int, Tensor] = field(default_factory=dict)
+
+
+class VLLMEngineCore:
+    """A step-driven engine on one vLLM model with per-request interventions.
+
+    Args:
+        source: model directory or Hugging Face id.
+        tokenizer: used only to tokenize patch sources given as text.
+        model_name: the deployment name resolved tensors must belong to.
+        revision: model revision for hub ids.
+        max_requests: concurrent requests (vLLM's ``max_num_seqs``; plan slots).
+        max_batch_tokens: tokens per forward (``max_num_batched_tokens``: long prompts are chunked).
+        max_model_len: longest prompt + generation.
+        kv_cache_bytes: KV cache size (set explicitly: vLLM's default on a CPU is 92% of RAM).
+        enforce_eager: skip torch.compile (the default compiles; the site ops are compiled in).
+        dtype: model dtype ("auto": the checkpoint's).
+        prefix_caching: share KV between requests with the same prefix and intervention history.
+        min_step_time: seconds; a step never returns sooner (tests that act during a generation).
+    """
+
+    def __init__(
+        self,
+        source: str,
+        tokenizer: Any = None,
+        *,
+        model_name: str = "model",
+        revision: str = "",
+        max_requests: int = 32,
+        max_batch_tokens: int = 512,
+        max_model_len: int = 2048,
+        kv_cache_bytes: int = 256 << 20,
+        enforce_eager: bool = False,
+        dtype: str = "auto",
+        prefix_caching: bool = True,
+        min_step_time: float = 0.0,
+    ) -> None:
+        configure_environment()
+        from vllm import EngineArgs
+        from vllm.v1.engine.llm_engine import LLMEngine
+
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.min_step_time = min_step_time
+        self.max_requests = max_requests
+        self.key = injection.new_engine_key()
+        args = EngineArgs(
+            model=source,
+            revision=revision or None,
+            skip_tokenizer_init=True,
+            dtype=dtype,
+            max_num_seqs=max_requests,
+            max_num_batched_tokens=max_batch_tokens,
+            max_model_len=max_model_len,
+            enable_chunked_prefill=True,
+            enable_prefix_caching=prefix_caching,
+            kv_cache_memory_bytes=kv_cache_bytes,
+            distributed_executor_backend="uni",
+            enforce_eager=enforce_eager,
+            seed=0,
+        )
+        with injection.building(self.key):
+            self.engine = LLMEngine.from_engine_args(args)
+        config = self.engine.vllm_config.model_config.hf_config
+        self.shape = ModelShape(
+            model_type=str(config.model_type),
+            num_layers=int(config.num_hidden_layers),
+            hidden_size=int(config.hidden_size),
+            mlp_size=int(config.intermediate_size),
+            vocab_size=int(config.vocab_size),
+        )
+        self.max_context = max_model_len
+        self.compiled = not enforce_eager
+        self.engine.collective_rpc(_attach, args=(self.key, self.shape, max_requests))
+        runtime = _RUNTIMES.get(self.key)
+        if runtime is None:
+            raise RuntimeError(
+                "the vLLM engine needs the in-process executor (VLLM_ENABLE_V1_MULTIPROCESSING=0)"
+            )
+        self.runtime = runtime
+        self.plan = runtime.plan
+        self._scheduler = self.engine.engine_core.engine_core.scheduler
+        self._live: dict[str, _Live] = {}
+        self._waiting: dict[str, _Waiting] = {}
+        self._capture_of: dict[str, str] = {}  # capture request id -> the waiting request's id
+        self._pending: queue.SimpleQueue[GenerationRequest] = queue.SimpleQueue()
+        self._control: queue.SimpleQueue[tuple[str, str, Adjustment | None]] = queue.SimpleQueue()
+        self._known: set[str] = set()
+        self._known_lock = threading.Lock()
+        self._scheduled_ids: set[str] = set()
+        self.steps = 0
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def forward_passes(self) -> int:
+        return self.runtime.forward_passes
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(
+            model=self.model_name,
+            engine="vllm",
+            num_layers=self.shape.num_layers,
+            hidden_size=self.shape.hidden_size,
+            mlp_size=self.shape.mlp_size,
+            vocab_size=self.shape.vocab_size,
+            capabilities=CAPABILITIES,
+        )
+
+    def add(self, req: GenerationRequest) -> None:
+        """Queue a request; it joins the batch at the next step. Raises RequestError on bad input."""
+        validate_request(req, self.shape, self.max_context, has_tokenizer=self.tokenizer is not None)
+        with self._known_lock:
+            if req.request_id in self._known:
+                raise RequestError(f"request id {req.request_id!r} is already live")
+            self._known.add(req.request_id)
+        self._pending.put(req)
+
+    def adjust(self, request_id: str, adjustment: Adjustment) -> None:
+        self._control.put(("adjust", request_id, adjustment))
+
+    def abort(self, request_id: str) -> None:
+        self._control.put(("abort", request_id, None))
+
+    def has_work(self) -> bool:
+        return bool(self._live or self._waiting) or not self._pending.empty() or not self._control.empty()
+
+    def live_requests(self) -> int:
+        return len(self._live)
+
+    # ------------------------------------------------------------------ the step
+    @torch.no_grad()
+    def step(self) -> list[Event]:
+        """Run at most one forward pass; return the events it produced (possibly none)."""
+        started = time.perf_counter()
+        events: list[Event] = []
+        self._apply_control(events)
+        self._admit(events)
+        if not self.engine.has_unfinished_requests():
+            return events
+        before = self.runtime.forward_passes
+        outputs = self.engine.step()
+        if self.runtime.forward_passes == before:
+            return events
+        self.steps += 1
+        self._emit_reads(events)
+        sampled = self.runtime.sampled
+        by_key: dict[str, int] = {}
+        if sampled is not None:
+            by_key = {k: i for i, k in enumerate(sampled.keys) if k is not None}
+        for out in outputs:
+            rid = out.request_id
+            new = list(out.outputs[0].token_ids) if out.outputs else []
+            if rid in self._capture_of:
+                if out.finished:
+                    self._captured(rid, events)
+                continue
+            live = self._live.get(rid)
+            if live is None:
+                continue
+            for token in new:
+                if live.req.request_id not in self._live:
+                    break
+                i = by_key.get(rid)
+                logprob = sampled.logprobs[i] if sampled is not None and i is not None else 0.0
+                logits = None
+                if (
+                    live.req.record_logits
+                    and sampled is not None
+                    and sampled.logits is not None
+                    and i is not None
+                ):
+                    logits = tuple(sampled.logits[i].tolist())
+                self._on_token(live, token, logprob, logits, events)
+            if out.finished and rid in self._live:
+                self._finish(live, live.finishing or "length", events, engine_done=True)
+        spare = self.min_step_time - (time.perf_counter() - started)
+        if spare > 0:
+            time.sleep(spare)
+        return events
+
+    def _apply_control(self, events: list[Event]) -> None:
+        deferred: list[tuple[str, str, Adjustment | None]] = []
+        while True:
+            try:
+                kind, rid, adj = self._control.get_nowait()
+            except queue.Empty:
+                break
+            live = self._live.get(rid)
+            if live is None:
+                waiting = self._waiting.get(rid)
+                if waiting is not None and kind == "abort":
+                    self._drop_waiting(waiting, events)
+                elif rid in self._known:
+                    deferred.append((kind, rid, adj))
+                continue
+            if kind == "abort":
+                self._finish(live, "aborted", events)
+            elif adj is not None:
+                try:
+                    self.plan.adjust(rid, adj)
+                except ValueError as e:
+                    log.warning("engine.adjust_refused %s: %s", rid, e)
+                    continue
+                self._resalt(live)
+                events.append(AdjustedEvent(rid, len(live.tokens), adj))
+        for item in deferred:
+            self._control.put(item)
+        for rid in list(self._scheduled_ids):
+            live = self._live[rid]
+            while live.scheduled and live.scheduled[0][0] <= len(live.tokens):
+                _, adj = live.scheduled.pop(0)
+                self.plan.adjust(rid, adj)
+                events.append(AdjustedEvent(rid, len(live.tokens), adj))
+            if not live.scheduled:
+                self._scheduled_ids.discard(rid)
+
+    def _admit(self, events: list[Event]) -> None:
+        while True:
+            try:
+                req = self._pending.get_nowait()
+            except queue.Empty:
+                break
+            patches = [lane for lane in req.recipe.lanes if lane.op == "patch"]
+            if patches:
+                self._start_captures(req, events)
+            else:
+                self._start(req, None, events)
+
+    def _start(self, req: GenerationRequest, sources: dict[int, Tensor] | None, events: list[Event]) -> None:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        rid = req.request_id
+        early = self._drain_control_for(rid)
+        if any(kind == "abort" for kind, _, _ in early):
+            events.append(FinishedEvent(rid, "aborted", ()))
+            self._forget(rid)
+            return
+        try:
+            slot = self.plan.add(rid, req.recipe, len(req.prompt_tokens), sources)
+        except (ValueError, RuntimeError) as e:
+            events.append(FinishedEvent(rid, "error", (), error=str(e)))
+            self._forget(rid)
+            return
+        live = _Live(req=req, slot=slot, scheduled=sorted(req.scheduled, key=lambda s: s[0]))
+        live.reads = req.recipe.has_reads
+        for adj in req.overrides:
+            self.plan.adjust(rid, adj)
+        adjusted_early = False
+        for _, _, early_adj in early:  # live changes sent before admission: from token 0 on
+            if early_adj is None:
+                continue
+            try:
+                self.plan.adjust(rid, early_adj)
+            except ValueError as e:
+                log.warning("engine.adjust_refused %s: %s", rid, e)
+                continue
+            adjusted_early = True
+            events.append(AdjustedEvent(rid, 0, early_adj))
+        if live.scheduled:
+            self._scheduled_ids.add(rid)
+            while live.scheduled and live.scheduled[0][0] <= 0:
+                self.plan.adjust(rid, live.scheduled.pop(0)[1])
+        live.salt = self._salt(req, unique=adjusted_early)
+        s = req.sampling
+        rt = self.runtime
+        rt.set_sampling(
+            slot, s.temperature, s.top_p, s.seed, req.forced_tokens[0] if req.forced_tokens else -1
+        )
+        rt.num_sampling += s.temperature > 0
+        rt.num_recording += req.record_logits
+        params = SamplingParams(
+            # One extra token when the request reads: the forward that feeds the last token reads it.
+            max_tokens=s.max_new_tokens + int(live.reads),
+            temperature=0.0,  # sampling is the runtime's (per-request seeds); vLLM's is bypassed
+            ignore_eos=True,
+            detokenize=False,
+            output_kind=RequestOutputKind.DELTA,
+            extra_args={EXTRA_KEY: rid},
+            skip_reading_prefix_cache=live.reads,
+        )
+        prompt: dict[str, Any] = {"prompt_token_ids": list(req.prompt_tokens)}
+        if live.salt is not None:
+            prompt["cache_salt"] = live.salt
+        self._live[rid] = live
+        live.internal_id = self.engine.add_request(rid, prompt, params)
+
+    def _salt(self, req: GenerationRequest, *, unique: bool = False) -> str | None:
+        if not req.recipe.lanes:
+            return None  # no writes: plain KV, shared with every plain request
+        h = hashlib.sha256(req.recipe.write_signature().encode())
+        h.update(repr((req.overrides, sorted(req.scheduled, key=lambda s: s[0]))).encode())
+        if unique:
+            h.update(secrets.token_bytes(16))
+        return h.hexdigest()
+
+    def _resalt(self, live: _Live) -> None:
+        """After a live adjustment, blocks not yet computed get hashes no other request can produce."""
+        request = self._scheduler.requests.get(live.internal_id)
+        if request is None or request._block_hasher is None:
+            return
+        nonce = secrets.token_bytes(16)
+        original = getattr(request, "_steerlab_hasher", request._block_hasher)
+        request._steerlab_hasher = original
+
+        def salted(r: Any, nonce: bytes = nonce) -> list[Any]:
+            return [type(h)(hashlib.sha256(bytes(h) + nonce).digest()) for h in original(r)]
+
+        request._block_hasher = partial(salted)
+        # Blocks whose tokens are known but whose KV is not all computed yet are hashed again.
+        size = self._scheduler.block_size
+        keep = request.num_computed_tokens // size
+        del request.block_hashes[keep:]
+        request.update_block_hashes()
+
+    def _drain_control_for(self, rid: str) -> list[tuple[str, str, Adjustment | None]]:
+        keep: list[tuple[str, str, Adjustment | None]] = []
+        mine: list[tuple[str, str, Adjustment | None]] = []
+        while True:
+            try:
+                item = self._control.get_nowait()
+            except queue.Empty:
+                break
+            (mine if item[1] == rid else keep).append(item)
+        for item in keep:
+            self._control.put(item)
+        return mine
+
+    # ------------------------------------------------------------------ patch sources
+    def _start_captures(self, req: GenerationRequest, events: list[Event]) -> None:
+        from vllm import SamplingParams
+
+        waiting = _Waiting(req=req, pending={})
+        try:
+            for lane in req.recipe.lanes:
+                if lane.op != "patch":
+                    continue
+                tokens = lane.patch_tokens
+                if tokens is None:
+                    tokens = tuple(self.tokenizer.encode(lane.patch_text, add_special_tokens=False))
+                if not tokens or max(tokens) >= self.shape.vocab_size:
+                    raise RequestError(f"interventions[{lane.index}]: the patch source has no valid tokens")
+                cid = f"{req.request_id}#source{lane.index}"
+                waiting.pending[cid] = (lane.index, lane.site)
+                self.runtime.captures[cid] = {lane.site: []}
+                self._capture_of[cid] = req.request_id
+                params = SamplingParams(
+                    max_tokens=1,
+                    temperature=0.0,
+                    ignore_eos=True,
+                    detokenize=False,
+                    extra_args={EXTRA_KEY: cid},
+                    skip_reading_prefix_cache=True,  # every position's activations are computed
+                )
+                self.engine.add_request(cid, {"prompt_token_ids": list(tokens)}, params)
+        except RequestError as e:
+            self._waiting[req.request_id] = waiting
+            self._drop_waiting(waiting, events, reason="error", error=str(e))
+            return
+        self._waiting[req.request_id] = waiting
+
+    def _captured(self, cid: str, events: list[Event]) -> None:
+        rid = self._capture_of.pop(cid)
+        chunks = self.runtime.captures.pop(cid, {})
+        waiting = self._waiting.get(rid)
+        if waiting is None:
+            return
+        index, site = waiting.pending.pop(cid)
+        waiting.sources[index] = torch.cat(chunks.get(site, []) or [torch.empty(0)])
+        if not waiting.pending:
+            del self._waiting[rid]
+            self._start(waiting.req, waiting.sources, events)
+
+    def _drop_waiting(
+        self,
+        waiting: _Waiting,
+        events: list[Event],
+        reason: FinishReason = "aborted",
+        error: str | None = None,
+    ) -> None:
+        rid = waiting.req.request_id
+        self._waiting.pop(rid, None)
+        if waiting.pending:
+            self.engine.abort_request(list(waiting.pending))
+        for cid in waiting.pending:
+            self._capture_of.pop(cid, None)
+            self.runtime.captures.pop(cid, None)
+        events.append(FinishedEvent(rid, reason, (), error=error))
+        self._forget(rid)
+
+    # ------------------------------------------------------------------ outputs
+    def _emit_reads(self, events: list[Event]) -> None:
+        record = self.runtime.last
+        if record is None or (record.scores is None and not record.lens):
+            return
+        for i, key in enumerate(record.keys):
+            live = self._live.get(key) if key is not None else None
+            if live is None or not live.reads:
+                continue
+            row = int(record.starts[i])
+            first = int(record.first_pos[i])
+            count = int(record.starts[i + 1]) - row
+            count = min(count, live.prompt_len + live.req.sampling.max_new_tokens - first)
+            if count <= 0:
+                continue
+            reads, live.probe_cols = read_events(
+                self.plan, live.req.request_id, first, row, count, record.scores, record.lens, live.probe_cols
+            )
+            events.extend(reads)
+
+    def _on_token(
+        self, live: _Live, token: int, logprob: float, logits: tuple[float, ...] | None, events: list[Event]
+    ) -> None:
+        if live.finishing is not None:
+            # The extra forward that read the last token: its sampled successor is discarded.
+            self._finish(live, live.finishing, events)
+            return
+        req = live.req
+        index = len(live.tokens)
+        live.tokens.append(token)
+        events.append(TokenEvent(req.request_id, index, live.prompt_len + index, token, logprob, logits))
+        if req.forced_tokens is not None:
+            nxt = index + 1
+            forced = req.forced_tokens[nxt] if nxt < len(req.forced_tokens) else -1
+            s = req.sampling
+            self.runtime.set_sampling(live.slot, s.temperature, s.top_p, s.seed, forced)
+        reason: FinishReason | None = None
+        if token in req.sampling.stop_token_ids:
+            reason = "stop"
+        elif len(live.tokens) >= req.sampling.max_new_tokens:
+            reason = "length"
+        if reason is None:
+            return
+        if live.reads:
+            live.finishing = reason
+        else:
+            self._finish(live, reason, events)
+
+    def _finish(
+        self,
+        live: _Live,
+        reason: FinishReason,
+        events: list[Event],
+        error: str | None = None,
+        *,
+        engine_done: bool = False,
+    ) -> None:
+        rid = live.req.request_id
+        events.append(FinishedEvent(rid, reason, tuple(live.tokens), error=error))
+        if not engine_done:
+            self.engine.abort_request([rid])
+        self.plan.remove(rid)
+        rt = self.runtime
+        rt.num_sampling -= live.req.sampling.temperature > 0
+        rt.num_recording -= live.req.record_logits
+        rt.set_sampling(live.slot, 0.0, 1.0, 0, -1)
+        del self._live[rid]
+        self._scheduled_ids.discard(rid)
+        self._forget(rid)
+
+    def _forget(self, rid: str) -> None:
+        with self._known_lock:
+            self._known.discard(rid)
+
+    def fail_all(self, error: str) -> list[Event]:
+        events: list[Event] = []
+        for live in list(self._live.values()):
+            self._finish(live, "error", events, error=error)
+        for waiting in list(self._waiting.values()):
+            self._drop_waiting(waiting, events, reason="error", error=error)
+        return events
+
+    def close(self) -> None:
+        self.runtime.close()
+        _RUNTIMES.pop(self.key, None)
