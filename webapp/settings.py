@@ -176,6 +176,8 @@ STEERLAB_MAX_FRAME_BYTES = env_int("STEERLAB_MAX_FRAME_BYTES", 64 * 1024, minimu
 # per decode step in milliseconds (0 in production; tests that act during a generation set it).
 STEERLAB_ENGINE_MAX_REQUESTS = env_int("STEERLAB_ENGINE_MAX_REQUESTS", 32, minimum=1)
 STEERLAB_ENGINE_MIN_STEP_MS = env_int("STEERLAB_ENGINE_MIN_STEP_MS", 0, minimum=0)
+# KV cache of a vllm deployment's engine, in bytes (0: 256 MiB on a CPU, vLLM's own sizing on a GPU).
+STEERLAB_VLLM_KV_CACHE_BYTES = env_int("STEERLAB_VLLM_KV_CACHE_BYTES", 0, minimum=0)
 
 # --------------------------------------------------------------------------------------------
 # Authentication

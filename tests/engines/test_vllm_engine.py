@@ -1,24 +1,21 @@
 """The vLLM engine on the CPU with the tiny model: agreement with the transformers engine for every op,
 isolation in mixed (chunked-prefill) batches, prefix-cache salting, compiled mode, live control.
 
-One compiled engine serves the whole module (DESIGN §5b: one vLLM engine per test session).
+One compiled engine serves the whole test session (DESIGN §5b), built in a fresh compile cache.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
-from transformers import AutoTokenizer
 
 from interventions.plan import CompiledRecipe
 from interventions.spec import Adjustment
-from interventions.tiny import build_tiny, load_tiny
+from interventions.tiny import load_tiny
 from workers.engines.base import (
     AdjustedEvent,
     FinishedEvent,
@@ -45,34 +42,11 @@ from .conftest import (
     scenarios,
 )
 
-vllm_core_module = pytest.importorskip("workers.engines.vllm.core")
-VLLMEngineCore = vllm_core_module.VLLMEngineCore
 
-
-@pytest.fixture(scope="module")
-def vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    # A fresh compile cache: the test proves that this build compiles the site ops in.
-    previous = os.environ.get("VLLM_CACHE_ROOT")
-    os.environ["VLLM_CACHE_ROOT"] = str(tmp_path_factory.mktemp("vllm-cache"))
-    path = build_tiny()
-    core = VLLMEngineCore(
-        str(path),
-        AutoTokenizer.from_pretrained(path),
-        model_name="tiny",
-        max_requests=16,
-        # Small batches: long prompts are prefilled in chunks that share steps with decodes.
-        max_batch_tokens=32,
-        max_model_len=512,
-        kv_cache_bytes=64 << 20,
-        enforce_eager=False,
-        dtype="float32",
-    )
-    yield core
-    core.close()
-    if previous is None:
-        os.environ.pop("VLLM_CACHE_ROOT", None)
-    else:
-        os.environ["VLLM_CACHE_ROOT"] = previous
+@pytest.fixture
+def vllm(vllm_core: Any) -> Any:
+    """The session's compiled vLLM engine core (tests/conftest.py)."""
+    return vllm_core
 
 
 @pytest.fixture(scope="module")

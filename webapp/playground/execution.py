@@ -170,6 +170,9 @@ def _resolve(run: Run, host: EngineHost) -> dict[str, VectorData | ProbeData]:
 
 def _load_model(run: Run) -> HostedModel:
     deployment = run.deployment
+    options: dict[str, Any] = {}
+    if deployment.engine == "vllm" and settings.STEERLAB_VLLM_KV_CACHE_BYTES:
+        options["kv_cache_bytes"] = settings.STEERLAB_VLLM_KV_CACHE_BYTES
     return load_model(
         deployment.engine,
         deployment.name,
@@ -177,6 +180,7 @@ def _load_model(run: Run) -> HostedModel:
         revision=deployment.revision,
         max_requests=settings.STEERLAB_ENGINE_MAX_REQUESTS,
         min_step_time=settings.STEERLAB_ENGINE_MIN_STEP_MS / 1000.0,
+        **options,
     )
 
 

@@ -77,7 +77,8 @@ def load_vllm_model(
     """The vLLM engine on ``source`` (compiled; float32 on the CPU, the checkpoint's dtype on a GPU).
 
     Args:
-        kv_cache_bytes: KV cache size; default 1 GiB on a GPU, 256 MiB on the CPU
+        kv_cache_bytes: KV cache size; default 256 MiB on the CPU (vLLM's own default would claim
+            92% of RAM) and vLLM's sizing from free GPU memory on a GPU
             (``STEERLAB_VLLM_KV_CACHE_BYTES`` sets it for a deployment's workers).
     """
     import torch
@@ -94,7 +95,7 @@ def load_vllm_model(
         model_name=name,
         revision=revision,
         max_requests=max_requests,
-        kv_cache_bytes=kv_cache_bytes or ((1 << 30) if gpu else (256 << 20)),
+        kv_cache_bytes=kv_cache_bytes or (None if gpu else 256 << 20),
         enforce_eager=enforce_eager,
         # vLLM's "auto" turns a float32 checkpoint into bfloat16, which the CPU runs slowly and
         # which no longer matches the transformers engine.

@@ -73,6 +73,21 @@ def configure_environment(cache_root: Path | None = None) -> None:
         os.environ["VLLM_CACHE_ROOT"] = str(root / f"vllm-{tag}")
 
 
+def graph_safe_compilation() -> Any:
+    """GPU compilation that keeps the site ops out of CUDA graphs.
+
+    The ops read per-step tables that Python fills before each forward; a captured graph would
+    replay the tables of its capture. They become splitting ops (run between piecewise graphs, like
+    attention) and full-graph capture is off. Not exercised by CPU CI (see README).
+    """
+    from vllm.config import CompilationConfig
+
+    return CompilationConfig(
+        cudagraph_mode="PIECEWISE",
+        splitting_ops=[*CompilationConfig._attention_ops, "steerlab::resid", "steerlab::act"],
+    )
+
+
 def _attach(worker: Any, key: int, shape: ModelShape, max_requests: int) -> None:
     runner = getattr(worker, "worker", worker).model_runner
     injection.check_instrumented(runner.get_model(), key, shape.num_layers)
@@ -116,7 +131,8 @@ class VLLMEngineCore:
         max_requests: concurrent requests (vLLM's ``max_num_seqs``; plan slots).
         max_batch_tokens: tokens per forward (``max_num_batched_tokens``: long prompts are chunked).
         max_model_len: longest prompt + generation.
-        kv_cache_bytes: KV cache size (set explicitly: vLLM's default on a CPU is 92% of RAM).
+        kv_cache_bytes: KV cache size (None: vLLM's sizing from free GPU memory; on a CPU that would be
+            92% of RAM, so set it there).
         enforce_eager: skip torch.compile (the default compiles; the site ops are compiled in).
         dtype: model dtype ("auto": the checkpoint's).
         prefix_caching: share KV between requests with the same prefix and intervention history.
@@ -133,7 +149,7 @@ class VLLMEngineCore:
         max_requests: int = 32,
         max_batch_tokens: int = 512,
         max_model_len: int = 2048,
-        kv_cache_bytes: int = 256 << 20,
+        kv_cache_bytes: int | None = 256 << 20,
         enforce_eager: bool = False,
         dtype: str = "auto",
         prefix_caching: bool = True,
@@ -162,7 +178,10 @@ class VLLMEngineCore:
             distributed_executor_backend="uni",
             enforce_eager=enforce_eager,
             seed=0,
+            disable_log_stats=True,  # the worker reports its own engine status
         )
+        if torch.cuda.is_available() and not enforce_eager:
+            args.compilation_config = graph_safe_compilation()
         with injection.building(self.key):
             self.engine = LLMEngine.from_engine_args(args)
         config = self.engine.vllm_config.model_config.hf_config

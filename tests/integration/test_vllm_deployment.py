@@ -1,0 +1,91 @@
+"""A deployment registered with ``engine="vllm"`` serves live chat through the same worker host.
+
+The session's one vLLM engine (tests/conftest.py) is handed to this process's host under the
+deployment's name, as ``load_model`` would have built it, so the session still builds one engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from support.live import Socket, run_async
+
+from webapp.asgi import application
+from webapp.playground import hosting, services
+from webapp.playground.examples import create_example_recipe
+from webapp.playground.models import Run, RunStatus
+from workers.engines.loading import ENGINES, HostedModel, load_vllm_model
+from workers.engines.threaded import ThreadedEngine
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
+
+
+@pytest.fixture
+def vllm_deployment(db: None, settings: Any, fresh_channel_layers: None, vllm_core: Any) -> Iterator[Any]:
+    from interventions.tiny import build_tiny
+    from webapp.library.services import register_deployment
+
+    settings.CELERY_BROKER_URL = ""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    deployment = register_deployment("tiny-vllm", str(build_tiny()), engine="vllm")
+    engine = ThreadedEngine(vllm_core, name="vllm-engine")
+    # Steps that take at least 25 ms, so an adjustment lands during the generation.
+    step_time, vllm_core.min_step_time = vllm_core.min_step_time, 0.025
+    hosting._models["tiny-vllm"] = HostedModel("tiny-vllm", engine, vllm_core.tokenizer)
+    yield deployment
+    hosting._models.pop("tiny-vllm", None)
+    engine.shutdown(close_core=False)  # the session's engine serves the other tests too
+    vllm_core.min_step_time = step_time
+
+
+def test_the_deployment_setting_selects_the_vllm_loader() -> None:
+    assert ENGINES["vllm"] is load_vllm_model
+
+
+def test_a_vllm_deployment_streams_a_steered_turn_with_reads_live_adjustment_and_replay(
+    alice: Any, vllm_deployment: Any, ws_headers: Any
+) -> None:
+    version = create_example_recipe(alice, vllm_deployment)
+    conversation = services.create_conversation(alice, vllm_deployment, recipe_version=version)
+    other = services.create_conversation(alice, vllm_deployment, recipe_version=version)
+    headers = ws_headers(alice)
+    sampling = {"temperature": 0, "seed": 7, "max_new_tokens": 24}
+
+    async def scenario() -> tuple[Socket, int, int, int, dict[str, Any]]:
+        ref = Socket(application, f"/ws/conversations/{other.pk}/", headers)
+        assert (await ref.connect())[0]
+        plain = (await ref.request(type="generate", content="Once upon a time", sampling=sampling))["runs"][
+            0
+        ]["id"]
+        await ref.finish(plain)
+        await ref.close()
+        ws = Socket(application, f"/ws/conversations/{conversation.pk}/", headers)
+        assert (await ws.connect())[0]
+        adjusted = (await ws.request(type="generate", content="Once upon a time", sampling=sampling))["runs"][
+            0
+        ]["id"]
+        await ws.until(lambda f: f.get("run") == adjusted and f["type"] == "token" and f["index"] == 3)
+        assert (await ws.request(type="adjust", run=adjusted, intervention=0, scale=-24.0))["type"] == "ack"
+        frame = await ws.until(lambda f: f.get("run") == adjusted and f["type"] == "adjusted")
+        final = await ws.finish(adjusted)
+        assert final["status"] == "done" and final["reason"] == "length"
+        status = await ws.request(type="status")
+        assert status["engine"]["engine"] == "vllm"
+        replay = (await ws.request(type="replay", run=adjusted))["runs"][0]["id"]
+        await ws.finish(replay)
+        await ws.close()
+        return ws, plain, adjusted, replay, frame
+
+    ws, plain, adjusted, replay, frame = run_async(scenario())
+    runs = {r.pk: r for r in Run.objects.all()}
+    step = frame["step"]
+    assert step >= 4 and runs[adjusted].adjustments == [{"step": step, "index": 0, "scale": -24.0}]
+    assert runs[adjusted].tokens[:step] == runs[plain].tokens[:step]
+    assert runs[adjusted].tokens != runs[plain].tokens
+    assert runs[adjusted].status == RunStatus.DONE and ws.tokens(adjusted) == runs[adjusted].tokens
+    # Probe scores for every generated token, streamed beside the tokens.
+    generated_reads = [f for f in ws.of(adjusted, "reads") if f["index"] >= 0]
+    assert [f["index"] for f in generated_reads] == list(range(24))
+    assert runs[replay].status == RunStatus.DONE and runs[replay].tokens == runs[adjusted].tokens
