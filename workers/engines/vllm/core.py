@@ -105,6 +105,7 @@ class _Live:
     reads: bool = False
     probe_cols: Tensor | None = None
     salt: str | None = None
+    read_upto: int = 0  # positions below this were read (a preempted request is recomputed)
 
     @property
     def prompt_len(self) -> int:
@@ -522,13 +523,24 @@ class VLLMEngineCore:
                 continue
             row = int(record.starts[i])
             first = int(record.first_pos[i])
-            count = int(record.starts[i + 1]) - row
-            count = min(count, live.prompt_len + live.req.sampling.max_new_tokens - first)
-            if count <= 0:
+            end = min(
+                first + int(record.starts[i + 1]) - row, live.prompt_len + live.req.sampling.max_new_tokens
+            )
+            # vLLM recomputes a preempted request from its start: each position is read once.
+            skip = max(0, live.read_upto - first)
+            if first + skip >= end:
                 continue
             reads, live.probe_cols = read_events(
-                self.plan, live.req.request_id, first, row, count, record.scores, record.lens, live.probe_cols
+                self.plan,
+                live.req.request_id,
+                first + skip,
+                row + skip,
+                end - first - skip,
+                record.scores,
+                record.lens,
+                live.probe_cols,
             )
+            live.read_upto = end
             events.extend(reads)
 
     def _on_token(
