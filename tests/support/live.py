@@ -45,8 +45,10 @@ class Socket:
         self.comm = WebsocketCommunicator(application, path, headers=headers)
         self.frames: list[dict[str, Any]] = []
 
-    async def connect(self) -> tuple[bool, Any]:
-        return await self.comm.connect()  # type: ignore[no-any-return]
+    async def connect(self, timeout: float = 15) -> tuple[bool, Any]:
+        # channels' default is 1 s; the first connect of a test opens the database and Redis
+        # connections, which on a loaded 2-core CI machine can take longer.
+        return await self.comm.connect(timeout)  # type: ignore[no-any-return]
 
     async def send(self, **message: Any) -> None:
         await self.comm.send_json_to(message)
