@@ -92,7 +92,7 @@ schema: install
 
 # The committed OpenAPI document of the HTTP API (the front end generates its types from it).
 openapi: install
-	$(PY) manage.py export_openapi
+	DEBUG=true $(PY) manage.py export_openapi
 
 # ------------------------------------------------------------------------------------------
 # The demo: migrate (SQLite demo.sqlite3 unless DATABASE_URL is set), register the tiny model

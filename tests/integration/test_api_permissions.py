@@ -99,6 +99,8 @@ EXPECTED: dict[tuple[str, str], tuple[Any, Codes | dict[str, Codes]]] = {
     ("GET", "/api/recipes"): (None, ANYONE),
     ("POST", "/api/recipes"): ({"deployment": "tiny", "name": "r", "spec": STEER_PUBLIC}, CREATED),
     ("GET", "/api/recipes/{recipe_id}"): (None, GET_ONE),
+    ("PATCH", "/api/recipes/{recipe_id}"): ({"description": "changed"}, EDIT),
+    ("DELETE", "/api/recipes/{recipe_id}"): (None, DELETE),
     ("POST", "/api/recipes/{recipe_id}/versions"): ({"spec": STEER}, NEW_VERSION),
     ("GET", "/api/recipes/{recipe_id}/versions/{number}"): (None, GET_ONE),
     ("POST", "/api/recipes/{recipe_id}/versions/{number}/fork"): ({}, FORK),

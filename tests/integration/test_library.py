@@ -382,6 +382,26 @@ def test_deleting_a_referenced_vector_is_refused(alice: User, tiny: ModelDeploym
     assert list(SteeringVector.objects.values_list("pk", flat=True)) == [used.pk]
 
 
+def test_deleting_a_recipe_in_use_is_refused_and_an_unused_one_goes_with_its_versions(
+    alice: User, bob: User, tiny: ModelDeployment
+) -> None:
+    from webapp.playground.services import create_conversation
+
+    vector = _vector(alice, tiny)
+    used, used_v1 = services.create_recipe(alice, tiny, "used", _steer(vector.public_id))
+    unused, _ = services.create_recipe(alice, tiny, "unused", _steer(vector.public_id))
+    services.create_recipe_version(alice, unused, _steer(vector.public_id))
+    create_conversation(alice, tiny, recipe_version=used_v1)
+    with pytest.raises(ValidationError, match="'used' is used by conversations or runs"):
+        services.delete_recipe(alice, used)
+    with pytest.raises(PermissionDenied):
+        services.delete_recipe(bob, unused)
+    services.delete_recipe(alice, unused)
+    assert list(Recipe.objects.values_list("name", flat=True)) == ["used"]
+    assert RecipeVersion.objects.filter(recipe=used).count() == 1
+    assert not RecipeVersion.objects.filter(recipe_id=unused.pk).exists()
+
+
 def test_deleting_needs_edit_rights(alice: User, bob: User, tiny: ModelDeployment) -> None:
     probe = services.upload_probe(alice, tiny, "p", "p.safetensors", _probe_file(), layer=0)
     with pytest.raises(PermissionDenied):

@@ -215,7 +215,7 @@ def get_vector(request: HttpRequest, vector_id: int) -> SteeringVector:
 
 
 def _update_details(request: HttpRequest, model: type[OwnedT], pk: int, payload: DetailsIn) -> OwnedT:
-    """PATCH of a vector, probe or dataset: description, visibility and team."""
+    """PATCH of a vector, probe, dataset or recipe: description, visibility and team."""
     user = _user(request)
     return services.update_details(
         user,
@@ -425,6 +425,18 @@ def create_recipe(request: HttpRequest, payload: RecipeIn) -> Status[object]:
 @router.get("/recipes/{recipe_id}", response={200: RecipeOut, 404: DetailOut})
 def get_recipe(request: HttpRequest, recipe_id: int) -> Recipe:
     return services.get_visible(_user(request), Recipe, recipe_id)
+
+
+@router.patch("/recipes/{recipe_id}", response={200: RecipeOut, **DENIED})
+def update_recipe(request: HttpRequest, recipe_id: int, payload: DetailsIn) -> Recipe:
+    return _update_details(request, Recipe, recipe_id, payload)
+
+
+@router.delete("/recipes/{recipe_id}", response={204: None, **DENIED})
+def delete_recipe(request: HttpRequest, recipe_id: int) -> Status[object]:
+    user = _user(request)
+    services.delete_recipe(user, services.get_visible(user, Recipe, recipe_id))
+    return Status(204, None)
 
 
 @router.post("/recipes/{recipe_id}/versions", response={201: RecipeVersionOut, **DENIED})

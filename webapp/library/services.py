@@ -706,6 +706,20 @@ def delete_probe(user: User, probe: Probe) -> None:
     _delete_referenced(user, probe, "probe")
 
 
+def delete_recipe(user: User, recipe: Recipe) -> None:
+    """Delete a recipe and its versions; refused while a conversation or run uses one of them."""
+    _require_edit(user, recipe, "recipe")
+    try:
+        with transaction.atomic():
+            recipe.delete()
+    except ProtectedError:  # Conversation/Run.recipe_version are PROTECT: runs must stay replayable
+        raise ValidationError(
+            f"Recipe {recipe.name!r} is used by conversations or runs and cannot be deleted: their runs "
+            "must stay replayable. Make it private instead."
+        ) from None
+    log.info("library.recipe_deleted", extra={"id": recipe.pk, "user_id": user.pk})
+
+
 def delete_dataset(user: User, dataset: Dataset) -> None:
     _require_edit(user, dataset, "dataset")
     dataset.delete()
