@@ -17,7 +17,14 @@ from hypothesis import settings as hypothesis_settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from tests.integration.test_api_permissions import FILES, STEER, _deployment, _format, _seed
+from tests.integration.test_api_permissions import (
+    FILES,
+    STEER,
+    _deployment,
+    _format,
+    _seed,
+    _seed_conversation,
+)
 from webapp.accounts import services
 from webapp.accounts.models import Membership, Role, Team, User
 
@@ -44,7 +51,13 @@ def test_fuzz_the_api(alice: User, bob: User, team_t: Team, make_user: Any, sett
     _, raw = services.create_api_token(alice, name="fuzz")
     target, _ = services.create_api_token(alice, name="target")  # DELETE /api/tokens/{token_id}
     seeded = _seed(alice, team_t, _deployment())
-    ids = {**seeded["public"], "team_id": team_t.pk, "user_id": dave.pk, "token_id": target.pk}
+    ids = {
+        **seeded["public"],
+        **_seed_conversation(alice),
+        "team_id": team_t.pk,
+        "user_id": dave.pk,
+        "token_id": target.pk,
+    }
     headers = {"Authorization": f"Bearer {raw}"}
     statuses: dict[str, set[int]] = defaultdict(set)
     # Deletions last, so that they do not spoil the other operations' seeded targets.
@@ -81,6 +94,10 @@ def test_fuzz_the_api(alice: User, bob: User, team_t: Team, make_user: Any, sett
     explicit: dict[str, dict[str, Any]] = {
         "POST /api/recipes": {
             "body": {"deployment": "tiny", "name": "r", "spec": _format(STEER, {"ref": ids["ref"]})},
+            "media_type": "application/json",
+        },
+        "POST /api/conversations": {
+            "body": {"deployment": "tiny", "recipe_id": ids["recipe_id"], "title": "fuzz"},
             "media_type": "application/json",
         },
         "POST /api/recipes/{recipe_id}/versions": {

@@ -33,6 +33,7 @@ from webapp.library.models import (
     RecipeVersion,
     SteeringVector,
 )
+from webapp.playground.models import Conversation, Message, Run
 
 CSRF = "abcdefghijklmnopqrstuvwxyzABCDEF"
 PEOPLE = ("alice", "bob", "carol", "anonymous")
@@ -104,6 +105,11 @@ EXPECTED: dict[tuple[str, str], tuple[Any, Codes | dict[str, Codes]]] = {
     ("POST", "/api/recipes/{recipe_id}/versions"): ({"spec": STEER}, NEW_VERSION),
     ("GET", "/api/recipes/{recipe_id}/versions/{number}"): (None, GET_ONE),
     ("POST", "/api/recipes/{recipe_id}/versions/{number}/fork"): ({}, FORK),
+    # conversations and runs: private to their owner ({conversation_id} and {run_id} are alice's)
+    ("GET", "/api/conversations"): (None, ANYONE),
+    ("POST", "/api/conversations"): ({"deployment": "tiny", "recipe_id": "{recipe_id}"}, FORK),
+    ("GET", "/api/conversations/{conversation_id}"): (None, (200, 404, 404, 401)),
+    ("GET", "/api/runs/{run_id}"): (None, (200, 404, 404, 401)),
 }
 
 
@@ -162,6 +168,23 @@ def _seed(alice: User, team: Team, deployment: ModelDeployment) -> dict[str, dic
     return seeded
 
 
+def _seed_conversation(alice: User) -> dict[str, int]:
+    """A plain conversation of alice's with one finished run."""
+    deployment = ModelDeployment.objects.get(name="tiny")
+    conversation = Conversation.objects.create(owner=alice, deployment=deployment, title="mine")
+    prompt = Message.objects.create(conversation=conversation, role="user", content="hi")
+    run = Run.objects.create(
+        conversation=conversation,
+        user=alice,
+        deployment=deployment,
+        prompt_message=prompt,
+        status="done",
+        tokens=[1, 2],
+        text="ok",
+    )
+    return {"conversation_id": conversation.pk, "run_id": run.pk}
+
+
 def _format(value: Any, names: dict[str, Any]) -> Any:
     if isinstance(value, str):
         return value.format(**names)
@@ -190,6 +213,10 @@ def _state() -> dict[str, list[tuple[Any, ...]]]:
             for model in (SteeringVector, Probe, Dataset, Recipe)
         },
         "versions": list(RecipeVersion.objects.order_by("pk").values_list("pk", "recipe_id", "number")),
+        "conversations": list(
+            Conversation.objects.order_by("pk").values_list("pk", "owner_id", "recipe_version_id", "title")
+        ),
+        "runs": list(Run.objects.order_by("pk").values_list("pk", "user_id", "status")),
     }
 
 
@@ -239,6 +266,7 @@ def test_permission_matrix(
         "token_id": token.pk,
         "invitation": invitation,
         "public_ref": seeded["public"]["ref"],
+        **_seed_conversation(alice),
     }
     path = template.format(**names)
     body = _format(body, names)

@@ -20,6 +20,7 @@ from ninja import NinjaAPI
 from ninja.security import HttpBearer, SessionAuth
 
 from webapp.accounts.services import authenticate_api_token
+from webapp.playground.services import PlaygroundError
 
 
 class ApiTokenAuth(HttpBearer):
@@ -76,6 +77,12 @@ def _does_not_exist(request: HttpRequest, exc: ObjectDoesNotExist) -> HttpRespon
     return api.create_response(request, {"detail": "Not Found"}, status=404)
 
 
+@api.exception_handler(PlaygroundError)
+def _playground_error(request: HttpRequest, exc: PlaygroundError) -> HttpResponse:
+    status = {"not_found": 404, "quota": 429}.get(exc.code, 400)
+    return api.create_response(request, {"detail": exc.message}, status=status)
+
+
 # Routers are imported last: they import ``api``'s neighbours, never ``api`` itself.
 from webapp.api.accounts import router as accounts_router  # noqa: E402
 
@@ -83,3 +90,6 @@ api.add_router("", accounts_router)
 from webapp.api.library import router as library_router  # noqa: E402
 
 api.add_router("", library_router)
+from webapp.api.playground import router as playground_router  # noqa: E402
+
+api.add_router("", playground_router)
