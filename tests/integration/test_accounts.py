@@ -298,3 +298,24 @@ def test_api_token_name_is_required(alice: User) -> None:
     with pytest.raises(ValidationError, match="name is required"):
         services.create_api_token(alice, name=" ")
     assert ApiToken.objects.count() == 0
+
+
+def test_owners_list_and_revoke_invitations_and_a_used_one_cannot_be_revoked(
+    alice: User, bob: User, carol: User, team_t: Team
+) -> None:
+    pending, raw = services.invite_to_team(alice, team_t)
+    used, used_raw = services.invite_to_team(alice, team_t, role="viewer")
+    services.accept_invitation(carol, used_raw)
+    statuses = {i.pk: services.invitation_status(i) for i in services.list_invitations(alice, team_t)}
+    assert statuses[pending.pk] == "pending" and statuses[used.pk] == "accepted"
+    with pytest.raises(PermissionDenied):
+        services.list_invitations(bob, team_t)
+    with pytest.raises(PermissionDenied):
+        services.revoke_invitation(bob, pending)
+    with pytest.raises(ValidationError, match="already used"):
+        services.revoke_invitation(alice, used)
+    services.revoke_invitation(alice, pending)
+    pending.refresh_from_db()
+    assert services.invitation_status(pending) == "revoked"
+    with pytest.raises(ValidationError, match="invalid, expired or already used"):
+        services.accept_invitation(bob, raw)

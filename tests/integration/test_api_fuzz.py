@@ -50,6 +50,7 @@ def test_fuzz_the_api(alice: User, bob: User, team_t: Team, make_user: Any, sett
     Membership.objects.create(team=team_t, user=dave, role=Role.VIEWER)
     _, raw = services.create_api_token(alice, name="fuzz")
     target, _ = services.create_api_token(alice, name="target")  # DELETE /api/tokens/{token_id}
+    invitation, _ = services.invite_to_team(alice, team_t)  # DELETE .../invitations/{invitation_id}
     seeded = _seed(alice, team_t, _deployment())
     ids = {
         **seeded["public"],
@@ -57,6 +58,7 @@ def test_fuzz_the_api(alice: User, bob: User, team_t: Team, make_user: Any, sett
         "team_id": team_t.pk,
         "user_id": dave.pk,
         "token_id": target.pk,
+        "invitation_id": invitation.pk,
     }
     headers = {"Authorization": f"Bearer {raw}"}
     statuses: dict[str, set[int]] = defaultdict(set)

@@ -48,7 +48,7 @@ OPERATIONS = sorted(
 
 # (method, path template) -> (JSON body, expected status for alice, bob, carol, anonymous).
 # {team_id} is team T, {user_id} is dave (a viewer of T), {token_id} is one of alice's tokens;
-# {invitation} is a live invitation to T.
+# {invitation} is a live invitation to T (its raw token; {invitation_id} its id).
 # Library rows: {vector_id}, {probe_id}, {dataset_id}, {recipe_id} are the seeded objects of the
 # cell's visibility; the recipe (version 1) steers with another vector of that visibility, {ref},
 # so that deleting {vector_id} is not refused for being referenced. A body with a "file" key is
@@ -71,6 +71,8 @@ EXPECTED: dict[tuple[str, str], tuple[Any, Codes | dict[str, Codes]]] = {
     ("GET", "/api/teams/{team_id}/members"): (None, (200, 200, 404, 401)),
     ("POST", "/api/teams/{team_id}/invitations"): ({"role": "member"}, (201, 403, 404, 401)),
     ("POST", "/api/invitations/accept"): ({"token": "{invitation}"}, (400, 400, 200, 401)),
+    ("GET", "/api/teams/{team_id}/invitations"): (None, (200, 403, 404, 401)),
+    ("DELETE", "/api/teams/{team_id}/invitations/{invitation_id}"): (None, (204, 403, 404, 401)),
     ("POST", "/api/teams/{team_id}/leave"): (None, (400, 204, 404, 401)),
     ("DELETE", "/api/teams/{team_id}/members/{user_id}"): (None, (204, 403, 404, 401)),
     ("PATCH", "/api/teams/{team_id}/members/{user_id}"): ({"role": "member"}, (200, 403, 404, 401)),
@@ -257,7 +259,7 @@ def test_permission_matrix(
     dave = make_user("dave")
     Membership.objects.create(team=team_t, user=dave, role=Role.VIEWER)
     token, _ = services.create_api_token(alice, name="target")
-    _, invitation = services.invite_to_team(alice, team_t, role=Role.VIEWER)
+    live, invitation = services.invite_to_team(alice, team_t, role=Role.VIEWER)
     seeded = _seed(alice, team_t, _deployment())
     names = {
         **seeded["private" if visibility == "any" else visibility],
@@ -265,6 +267,7 @@ def test_permission_matrix(
         "user_id": dave.pk,
         "token_id": token.pk,
         "invitation": invitation,
+        "invitation_id": live.pk,
         "public_ref": seeded["public"]["ref"],
         **_seed_conversation(alice),
     }

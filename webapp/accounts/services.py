@@ -174,11 +174,30 @@ def invite_to_team(
     return invitation, raw
 
 
+def list_invitations(actor: User, team: Team) -> QuerySet[Invitation]:
+    """The team's invitations, newest first (owners only: the links grant membership)."""
+    _require_owner(actor, team, "see invitations")
+    return team.invitations.select_related("created_by", "accepted_by")
+
+
+def invitation_status(invitation: Invitation) -> str:
+    if invitation.accepted_at is not None:
+        return "accepted"
+    if invitation.revoked:
+        return "revoked"
+    return "expired" if invitation.expires_at <= timezone.now() else "pending"
+
+
+@transaction.atomic
 def revoke_invitation(actor: User, invitation: Invitation) -> None:
     """An owner revokes an invitation that has not been used yet."""
     _require_owner(actor, invitation.team, "revoke invitations")
-    invitation.revoked = True
-    invitation.save(update_fields=["revoked"])
+    # Its current state, locked: an acceptance racing the revocation sees one or the other.
+    current = Invitation.objects.select_for_update().get(pk=invitation.pk)
+    if current.accepted_at is not None:
+        raise ValidationError("This invitation was already used: remove the member instead.")
+    current.revoked = invitation.revoked = True
+    current.save(update_fields=["revoked"])
 
 
 @transaction.atomic

@@ -13,7 +13,7 @@ from ninja import Router, Schema, Status
 from ninja.pagination import paginate
 
 from webapp.accounts import services
-from webapp.accounts.models import ApiToken, Membership, Role, Team, User
+from webapp.accounts.models import ApiToken, Invitation, Membership, Role, Team, User
 from webapp.api.pagination import BoundedLimitOffsetPagination
 
 router = Router(tags=["accounts"])
@@ -70,6 +70,29 @@ class InvitationCreatedOut(Schema):
     role: Role
     expires_at: datetime
     token: str  # the raw link token: shown this once, stored only as its hash
+
+
+class InvitationOut(Schema):
+    id: int
+    team_id: int
+    role: Role
+    created_by: str
+    created_at: datetime
+    expires_at: datetime
+    status: str  # pending, accepted, revoked or expired
+    accepted_by: str | None
+
+    @staticmethod
+    def resolve_created_by(obj: Invitation) -> str:
+        return obj.created_by.username
+
+    @staticmethod
+    def resolve_status(obj: Invitation) -> str:
+        return services.invitation_status(obj)
+
+    @staticmethod
+    def resolve_accepted_by(obj: Invitation) -> str | None:
+        return obj.accepted_by.username if obj.accepted_by else None
 
 
 class AcceptIn(Schema):
@@ -151,6 +174,21 @@ def invite(request: HttpRequest, team_id: int, payload: InvitationIn) -> Status[
             "token": raw,
         },
     )
+
+
+@router.get("/teams/{team_id}/invitations", response={200: list[InvitationOut], **DENIED})
+@paginate(BoundedLimitOffsetPagination)
+def list_invitations(request: HttpRequest, team_id: int) -> object:
+    user = _user(request)
+    return services.list_invitations(user, services.visible_team(user, team_id))
+
+
+@router.delete("/teams/{team_id}/invitations/{invitation_id}", response={204: None, **DENIED})
+def revoke_invitation(request: HttpRequest, team_id: int, invitation_id: int) -> Status[object]:
+    user = _user(request)
+    team = services.visible_team(user, team_id)
+    services.revoke_invitation(user, team.invitations.get(pk=invitation_id))
+    return Status(204, None)
 
 
 @router.post("/invitations/accept", response={200: MembershipOut, 400: DetailOut})
