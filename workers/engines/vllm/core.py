@@ -28,7 +28,6 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -430,7 +429,7 @@ class VLLMEngineCore:
         def salted(r: Any, nonce: bytes = nonce) -> list[Any]:
             return [type(h)(hashlib.sha256(bytes(h) + nonce).digest()) for h in original(r)]
 
-        request._block_hasher = partial(salted)
+        request._block_hasher = salted
         # Blocks whose tokens are known but whose KV is not all computed yet are hashed again.
         size = self._scheduler.block_size
         keep = request.num_computed_tokens // size
