@@ -191,6 +191,21 @@ def run_alone(core: EngineCore, request: GenerationRequest) -> Result:
     return run_schedule(core, [(0, request)])[request.request_id]
 
 
+def assert_mixed_batch_matches_solo(core: Any, scenario: Sequence[Any]) -> None:
+    """Every request of a ``scenarios()`` mix (each joining at its step) matches its solo run."""
+    schedule = []
+    for i, (join, items, plen, new, seed) in enumerate(scenario):
+        recipe = recipe_for(core.shape, items) if items else None
+        schedule.append((join, make_request(f"r{i}", random_prompt(seed, plen), recipe, n=new)))
+    solo = {req.request_id: run_alone(core, req) for _, req in schedule}
+    mixed = run_schedule(core, schedule)
+    forced = run_schedule(core, [(j, forced_request(r, solo[r.request_id].tokens)) for j, r in schedule])
+    for _, req in schedule:
+        rid = req.request_id
+        assert_close_runs(solo[rid], mixed[rid], forced=forced[rid])
+        assert solo[rid].finished is not None and solo[rid].finished.reason == "length"
+
+
 def assert_close_runs(
     reference: Result, other: Result, *, forced: Result | None = None, tol: float = TOL
 ) -> None:

@@ -29,6 +29,7 @@ from .conftest import (
     RESOLVED,
     Result,
     assert_close_runs,
+    assert_mixed_batch_matches_solo,
     collect,
     recipe_for,
     run_alone,
@@ -64,18 +65,7 @@ def shared_core() -> HFEngineCore:
 def test_every_request_in_a_mixed_batch_matches_its_solo_run(
     shared_core: HFEngineCore, scenario: Any
 ) -> None:
-    core = shared_core
-    schedule = []
-    for i, (join, items, plen, new, seed) in enumerate(scenario):
-        recipe = _recipe(core, items) if items else None
-        schedule.append((join, _req(f"r{i}", _prompt(seed, plen), recipe, n=new)))
-    solo = {req.request_id: run_alone(core, req) for _, req in schedule}
-    mixed = run_schedule(core, schedule)
-    forced = run_schedule(core, [(j, _forced(r, solo[r.request_id].tokens)) for j, r in schedule])
-    for _, req in schedule:
-        rid = req.request_id
-        assert_close_runs(solo[rid], mixed[rid], forced=forced[rid])
-        assert solo[rid].finished is not None and solo[rid].finished.reason == "length"
+    assert_mixed_batch_matches_solo(shared_core, scenario)
 
 
 # ---------------------------------------------------------------------------------------- scheduling

@@ -32,13 +32,13 @@ from .conftest import (
     CROSS_ENGINE_TOL,
     Result,
     assert_close_runs,
+    assert_mixed_batch_matches_solo,
     collect,
     forced_request,
     make_request,
     random_prompt,
     recipe_for,
     run_alone,
-    run_schedule,
     scenarios,
 )
 
@@ -195,16 +195,7 @@ def test_the_compiled_model_runs_the_site_ops(hf: HFEngineCore, vllm: Any) -> No
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(scenario=scenarios())
 def test_every_request_in_a_mixed_batch_matches_its_solo_run(vllm: Any, scenario: Any) -> None:
-    schedule = []
-    for i, (join, items, plen, new, seed) in enumerate(scenario):
-        recipe = _recipe(vllm, items) if items else None
-        schedule.append((join, make_request(f"m{i}", random_prompt(seed, plen), recipe, n=new)))
-    solo = {req.request_id: run_alone(vllm, req) for _, req in schedule}
-    mixed = run_schedule(vllm, schedule)
-    forced = run_schedule(vllm, [(j, forced_request(r, solo[r.request_id].tokens)) for j, r in schedule])
-    for _, req in schedule:
-        rid = req.request_id
-        assert_close_runs(solo[rid], mixed[rid], forced=forced[rid])
+    assert_mixed_batch_matches_solo(vllm, scenario)
 
 
 def test_prefill_chunks_and_decodes_share_steps_without_mixing(vllm: Any) -> None:

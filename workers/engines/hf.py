@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -36,41 +36,26 @@ from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
 from interventions.plan import BatchPlan, Site
 from interventions.sites import adapter_for, install_hook
-from interventions.spec import Adjustment
 from workers.engines import sampling
 from workers.engines.base import (
-    AdjustedEvent,
     EngineInfo,
     Event,
-    FinishedEvent,
-    FinishReason,
     GenerationRequest,
     RequestError,
-    TokenEvent,
 )
 from workers.engines.requests import CAPABILITIES, read_events, validate_request
+from workers.engines.stepping import Live, SteppedCore
 from workers.engines.threaded import ThreadedEngine
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class _Live:
-    req: GenerationRequest
-    slot: int = 0
+class _Live(Live):
     next_pos: int = 0  # absolute position of the next row the scheduler will feed
-    tokens: list[int] = field(default_factory=list)
-    finishing: FinishReason | None = None  # set when the last token is out but its reads are not
-    scheduled: list[tuple[int, Adjustment]] = field(default_factory=list)
-    reads: bool = False
-    probe_cols: Tensor | None = None  # score columns of its probes, in recipe order
-
-    @property
-    def prompt_len(self) -> int:
-        return len(self.req.prompt_tokens)
 
 
-class HFEngineCore:
+class HFEngineCore(SteppedCore[_Live]):
     """A step-driven continuous-batching engine on one transformers model.
 
     Args:
@@ -141,12 +126,7 @@ class HFEngineCore:
         self._forced = np.full(slots, -1, dtype=np.int64)
         self._sampling_tables: tuple[Tensor, ...] | None = None
         self._num_sampling = 0
-        self._live: dict[str, _Live] = {}
-        self._pending: queue.SimpleQueue[GenerationRequest] = queue.SimpleQueue()
-        self._control: queue.SimpleQueue[tuple[str, str, Adjustment | None]] = queue.SimpleQueue()
-        self._known: set[str] = set()
-        self._known_lock = threading.Lock()
-        self._scheduled_ids: set[str] = set()
+        self._init_requests()
         self._layout_key: tuple[Any, ...] = ()
         self._layout: tuple[Tensor, Tensor] | None = None
         self._step_sampling: tuple[Tensor, ...] | None = None
@@ -167,28 +147,6 @@ class HFEngineCore:
             vocab_size=self.shape.vocab_size,
             capabilities=CAPABILITIES,
         )
-
-    def add(self, req: GenerationRequest) -> None:
-        """Queue a request; it joins the batch at the next step. Raises RequestError on bad input."""
-        self._validate(req)
-        with self._known_lock:
-            if req.request_id in self._known:
-                raise RequestError(f"request id {req.request_id!r} is already live")
-            self._known.add(req.request_id)
-        self._pending.put(req)
-
-    def adjust(self, request_id: str, adjustment: Adjustment) -> None:
-        """Queue a live change; it applies from the next step (acknowledged by an AdjustedEvent)."""
-        self._control.put(("adjust", request_id, adjustment))
-
-    def abort(self, request_id: str) -> None:
-        self._control.put(("abort", request_id, None))
-
-    def has_work(self) -> bool:
-        return bool(self._live) or not self._pending.empty() or not self._control.empty()
-
-    def live_requests(self) -> int:
-        return len(self._live)
 
     # ------------------------------------------------------------------ validation
     def _validate(self, req: GenerationRequest) -> None:
@@ -223,78 +181,17 @@ class HFEngineCore:
                 time.sleep(spare)
         return events
 
-    def _apply_control(self, events: list[Event]) -> None:
-        deferred: list[tuple[str, str, Adjustment | None]] = []
-        while True:
-            try:
-                kind, rid, adj = self._control.get_nowait()
-            except queue.Empty:
-                break
-            live = self._live.get(rid)
-            if live is None:
-                # Added but not admitted yet: kept for admission (which drains its aborts) and the
-                # steps after (a stop or a slider moved right after submitting is not lost).
-                # Unknown or finished: dropped.
-                if rid in self._known:
-                    deferred.append((kind, rid, adj))
-                continue
-            if kind == "abort":
-                self._finish(live, "aborted", events)
-            elif adj is not None:
-                try:
-                    self.plan.adjust(rid, adj)
-                except ValueError as e:
-                    log.warning("engine.adjust_refused %s: %s", rid, e)
-                    continue
-                events.append(AdjustedEvent(rid, len(live.tokens), adj))
-        for item in deferred:
-            self._control.put(item)
-        for rid in list(self._scheduled_ids):
-            live = self._live[rid]
-            while live.scheduled and live.scheduled[0][0] <= len(live.tokens):
-                _, adj = live.scheduled.pop(0)
-                self.plan.adjust(rid, adj)
-                events.append(AdjustedEvent(rid, len(live.tokens), adj))
-            if not live.scheduled:
-                self._scheduled_ids.discard(rid)
-
     def _admit(self, events: list[Event]) -> None:
         while True:
             try:
                 req = self._pending.get_nowait()
             except queue.Empty:
                 break
-            early = self._drain_control_for(req.request_id)
-            if any(kind == "abort" for kind, _, _ in early):
-                events.append(FinishedEvent(req.request_id, "aborted", ()))
-                self._forget(req.request_id)
+            live = self._join(req, partial(self._patch_sources, req), events)
+            if live is None:
                 continue
-            try:
-                patches = self._patch_sources(req)
-                slot = self.plan.add(req.request_id, req.recipe, len(req.prompt_tokens), patches)
-            except (ValueError, RuntimeError) as e:
-                events.append(FinishedEvent(req.request_id, "error", (), error=str(e)))
-                self._forget(req.request_id)
-                continue
-            live = _Live(req=req, slot=slot, scheduled=sorted(req.scheduled, key=lambda s: s[0]))
-            live.reads = req.recipe.has_reads
-            for adj in req.overrides:
-                self.plan.adjust(req.request_id, adj)
-            for _, _, early_adj in early:  # live changes sent before admission: from token 0 on
-                if early_adj is None:
-                    continue
-                try:
-                    self.plan.adjust(req.request_id, early_adj)
-                except ValueError as e:
-                    log.warning("engine.adjust_refused %s: %s", req.request_id, e)
-                    continue
-                events.append(AdjustedEvent(req.request_id, 0, early_adj))
-            self._live[req.request_id] = live
-            if live.scheduled:
-                self._scheduled_ids.add(req.request_id)
-                while live.scheduled and live.scheduled[0][0] <= 0:
-                    self.plan.adjust(req.request_id, live.scheduled.pop(0)[1])
             s = req.sampling
+            slot = live.slot
             self._temperature[slot] = s.temperature
             self._top_p[slot] = s.top_p
             self._seed[slot] = s.seed
@@ -305,19 +202,8 @@ class HFEngineCore:
                 list(req.prompt_tokens), request_id=req.request_id, max_new_tokens=None, eos_token_id=-1
             )
 
-    def _drain_control_for(self, rid: str) -> list[tuple[str, str, Adjustment | None]]:
-        # Control queued before the request was admitted, in order; the others' stay queued.
-        keep: list[tuple[str, str, Adjustment | None]] = []
-        mine: list[tuple[str, str, Adjustment | None]] = []
-        while True:
-            try:
-                item = self._control.get_nowait()
-            except queue.Empty:
-                break
-            (mine if item[1] == rid else keep).append(item)
-        for item in keep:
-            self._control.put(item)
-        return mine
+    def _new_live(self, req: GenerationRequest, slot: int) -> _Live:
+        return _Live(req=req, slot=slot)
 
     def _patch_sources(self, req: GenerationRequest) -> dict[int, Tensor] | None:
         lanes = [lane for lane in req.recipe.lanes if lane.op == "patch"]
@@ -460,55 +346,20 @@ class HFEngineCore:
         )
         events.extend(reads)
 
-    def _on_token(
-        self, live: _Live, token: int, logprob: float, logits: tuple[float, ...] | None, events: list[Event]
-    ) -> None:
-        if live.finishing is not None:
-            # The extra forward that read the last token: its sampled successor is discarded.
-            self._finish(live, live.finishing, events)
-            return
-        req = live.req
-        index = len(live.tokens)
-        live.tokens.append(token)
-        events.append(TokenEvent(req.request_id, index, live.prompt_len + index, token, logprob, logits))
-        if req.forced_tokens is not None:
-            nxt = index + 1
-            self._forced[live.slot] = req.forced_tokens[nxt] if nxt < len(req.forced_tokens) else -1
-            self._tables_stale()
-        reason: FinishReason | None = None
-        if token in req.sampling.stop_token_ids:
-            reason = "stop"
-        elif len(live.tokens) >= req.sampling.max_new_tokens:
-            reason = "length"
-        if reason is None:
-            return
-        if live.reads:
-            live.finishing = reason
-        else:
-            self._finish(live, reason, events)
+    def _set_forced(self, live: _Live, token: int) -> None:
+        self._forced[live.slot] = token
+        self._tables_stale()
 
-    def _finish(
-        self, live: _Live, reason: FinishReason, events: list[Event], error: str | None = None
-    ) -> None:
-        rid = live.req.request_id
-        events.append(FinishedEvent(rid, reason, tuple(live.tokens), error=error))
+    def _release(self, live: _Live, *, engine_done: bool) -> None:
         # Free it in the scheduler now (we are between forwards, on the stepping thread): a queued
         # cancel would also hit a later request that reuses the id.
         scheduler = self._bp.scheduler
-        scheduler.set_request_cancellation(rid)
+        scheduler.set_request_cancellation(live.req.request_id)
         for state in scheduler.clear_cancelled_requests():
             self._bp.offloading_manager.free_request_cpu_cache(state)
-        self.plan.remove(rid)
         self._num_sampling -= live.req.sampling.temperature > 0
         self._forced[live.slot] = -1
         self._tables_stale()
-        del self._live[rid]
-        self._scheduled_ids.discard(rid)
-        self._forget(rid)
-
-    def _forget(self, rid: str) -> None:
-        with self._known_lock:
-            self._known.discard(rid)
 
     def _sample(self, scores: Tensor, output_ids: Tensor) -> None:
         """Replaces the continuous-batching sampler: per-request seeds, temperatures and forcing."""
@@ -521,13 +372,6 @@ class HFEngineCore:
         output_ids[0, : tokens.shape[0]].copy_(tokens.to(output_ids.dtype))
         self._step_logprobs = logprobs
         self._step_logits = logits
-
-    def fail_all(self, error: str) -> list[Event]:
-        """Finish every live request with reason ``error`` (after an engine failure)."""
-        events: list[Event] = []
-        for live in list(self._live.values()):
-            self._finish(live, "error", events, error=error)
-        return events
 
     def close(self) -> None:
         for h in self._hooks:

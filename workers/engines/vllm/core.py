@@ -25,7 +25,6 @@ import logging
 import os
 import queue
 import secrets
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,18 +35,16 @@ from torch import Tensor
 
 from interventions.plan import Site
 from interventions.sites import ModelShape
-from interventions.spec import Adjustment
 from workers.engines.base import (
-    AdjustedEvent,
     EngineInfo,
     Event,
     FinishedEvent,
     FinishReason,
     GenerationRequest,
     RequestError,
-    TokenEvent,
 )
 from workers.engines.requests import CAPABILITIES, read_events, validate_request
+from workers.engines.stepping import Live, SteppedCore
 from workers.engines.vllm import injection
 from workers.engines.vllm.runtime import EXTRA_KEY, Runtime
 
@@ -94,21 +91,11 @@ def _attach(worker: Any, key: int, shape: ModelShape, max_requests: int) -> None
 
 
 @dataclass
-class _Live:
-    req: GenerationRequest
-    slot: int = 0
-    internal_id: str = ""
-    tokens: list[int] = field(default_factory=list)
-    finishing: FinishReason | None = None
-    scheduled: list[tuple[int, Adjustment]] = field(default_factory=list)
-    reads: bool = False
-    probe_cols: Tensor | None = None
+class _Live(Live):
+    internal_id: str = ""  # vLLM's id (the request id with a random suffix)
     salt: str | None = None
+    adjusted_early: bool = False  # a live adjustment arrived before admission (from token 0 on)
     read_upto: int = 0  # positions below this were read (a preempted request is recomputed)
-
-    @property
-    def prompt_len(self) -> int:
-        return len(self.req.prompt_tokens)
 
 
 @dataclass
@@ -120,7 +107,7 @@ class _Waiting:
     sources: dict[int, Tensor] = field(default_factory=dict)
 
 
-class VLLMEngineCore:
+class VLLMEngineCore(SteppedCore[_Live]):
     """A step-driven engine on one vLLM model with per-request interventions.
 
     Args:
@@ -203,14 +190,9 @@ class VLLMEngineCore:
         self.runtime = runtime
         self.plan = runtime.plan
         self._scheduler = self.engine.engine_core.engine_core.scheduler
-        self._live: dict[str, _Live] = {}
+        self._init_requests()
         self._waiting: dict[str, _Waiting] = {}
         self._capture_of: dict[str, str] = {}  # capture request id -> the waiting request's id
-        self._pending: queue.SimpleQueue[GenerationRequest] = queue.SimpleQueue()
-        self._control: queue.SimpleQueue[tuple[str, str, Adjustment | None]] = queue.SimpleQueue()
-        self._known: set[str] = set()
-        self._known_lock = threading.Lock()
-        self._scheduled_ids: set[str] = set()
         self.steps = 0
 
     # ------------------------------------------------------------------ public API
@@ -229,26 +211,11 @@ class VLLMEngineCore:
             capabilities=CAPABILITIES,
         )
 
-    def add(self, req: GenerationRequest) -> None:
-        """Queue a request; it joins the batch at the next step. Raises RequestError on bad input."""
-        validate_request(req, self.shape, self.max_context, has_tokenizer=self.tokenizer is not None)
-        with self._known_lock:
-            if req.request_id in self._known:
-                raise RequestError(f"request id {req.request_id!r} is already live")
-            self._known.add(req.request_id)
-        self._pending.put(req)
-
-    def adjust(self, request_id: str, adjustment: Adjustment) -> None:
-        self._control.put(("adjust", request_id, adjustment))
-
-    def abort(self, request_id: str) -> None:
-        self._control.put(("abort", request_id, None))
-
     def has_work(self) -> bool:
-        return bool(self._live or self._waiting) or not self._pending.empty() or not self._control.empty()
+        return bool(self._waiting) or super().has_work()
 
-    def live_requests(self) -> int:
-        return len(self._live)
+    def _validate(self, req: GenerationRequest) -> None:
+        validate_request(req, self.shape, self.max_context, has_tokenizer=self.tokenizer is not None)
 
     # ------------------------------------------------------------------ the step
     @torch.no_grad()
@@ -301,41 +268,18 @@ class VLLMEngineCore:
             time.sleep(spare)
         return events
 
-    def _apply_control(self, events: list[Event]) -> None:
-        deferred: list[tuple[str, str, Adjustment | None]] = []
-        while True:
-            try:
-                kind, rid, adj = self._control.get_nowait()
-            except queue.Empty:
-                break
-            live = self._live.get(rid)
-            if live is None:
-                waiting = self._waiting.get(rid)
-                if waiting is not None and kind == "abort":
-                    self._drop_waiting(waiting, events)
-                elif rid in self._known:
-                    deferred.append((kind, rid, adj))
-                continue
-            if kind == "abort":
-                self._finish(live, "aborted", events)
-            elif adj is not None:
-                try:
-                    self.plan.adjust(rid, adj)
-                except ValueError as e:
-                    log.warning("engine.adjust_refused %s: %s", rid, e)
-                    continue
-                self._resalt(live)
-                events.append(AdjustedEvent(rid, len(live.tokens), adj))
-        for item in deferred:
-            self._control.put(item)
-        for rid in list(self._scheduled_ids):
-            live = self._live[rid]
-            while live.scheduled and live.scheduled[0][0] <= len(live.tokens):
-                _, adj = live.scheduled.pop(0)
-                self.plan.adjust(rid, adj)
-                events.append(AdjustedEvent(rid, len(live.tokens), adj))
-            if not live.scheduled:
-                self._scheduled_ids.discard(rid)
+    def _control_before_admission(self, kind: str, rid: str, events: list[Event]) -> bool:
+        waiting = self._waiting.get(rid)
+        if waiting is not None and kind == "abort":  # still capturing its patch sources
+            self._drop_waiting(waiting, events)
+            return True
+        return False
+
+    def _adjusted_live(self, live: _Live) -> None:
+        self._resalt(live)
+
+    def _adjusted_before_start(self, live: _Live) -> None:
+        live.adjusted_early = True
 
     def _admit(self, events: list[Event]) -> None:
         while True:
@@ -354,37 +298,11 @@ class VLLMEngineCore:
         from vllm.sampling_params import RequestOutputKind
 
         rid = req.request_id
-        early = self._drain_control_for(rid)
-        if any(kind == "abort" for kind, _, _ in early):
-            events.append(FinishedEvent(rid, "aborted", ()))
-            self._forget(rid)
+        live = self._join(req, lambda: sources, events)
+        if live is None:
             return
-        try:
-            slot = self.plan.add(rid, req.recipe, len(req.prompt_tokens), sources)
-        except (ValueError, RuntimeError) as e:
-            events.append(FinishedEvent(rid, "error", (), error=str(e)))
-            self._forget(rid)
-            return
-        live = _Live(req=req, slot=slot, scheduled=sorted(req.scheduled, key=lambda s: s[0]))
-        live.reads = req.recipe.has_reads
-        for adj in req.overrides:
-            self.plan.adjust(rid, adj)
-        adjusted_early = False
-        for _, _, early_adj in early:  # live changes sent before admission: from token 0 on
-            if early_adj is None:
-                continue
-            try:
-                self.plan.adjust(rid, early_adj)
-            except ValueError as e:
-                log.warning("engine.adjust_refused %s: %s", rid, e)
-                continue
-            adjusted_early = True
-            events.append(AdjustedEvent(rid, 0, early_adj))
-        if live.scheduled:
-            self._scheduled_ids.add(rid)
-            while live.scheduled and live.scheduled[0][0] <= 0:
-                self.plan.adjust(rid, live.scheduled.pop(0)[1])
-        live.salt = self._salt(req, unique=adjusted_early)
+        slot = live.slot
+        live.salt = self._salt(req, unique=live.adjusted_early)
         s = req.sampling
         rt = self.runtime
         rt.set_sampling(
@@ -405,7 +323,6 @@ class VLLMEngineCore:
         prompt: dict[str, Any] = {"prompt_token_ids": list(req.prompt_tokens)}
         if live.salt is not None:
             prompt["cache_salt"] = live.salt
-        self._live[rid] = live
         live.internal_id = self.engine.add_request(rid, prompt, params)
 
     def _salt(self, req: GenerationRequest, *, unique: bool = False) -> str | None:
@@ -435,19 +352,6 @@ class VLLMEngineCore:
         keep = request.num_computed_tokens // size
         del request.block_hashes[keep:]
         request.update_block_hashes()
-
-    def _drain_control_for(self, rid: str) -> list[tuple[str, str, Adjustment | None]]:
-        keep: list[tuple[str, str, Adjustment | None]] = []
-        mine: list[tuple[str, str, Adjustment | None]] = []
-        while True:
-            try:
-                item = self._control.get_nowait()
-            except queue.Empty:
-                break
-            (mine if item[1] == rid else keep).append(item)
-        for item in keep:
-            self._control.put(item)
-        return mine
 
     # ------------------------------------------------------------------ patch sources
     def _start_captures(self, req: GenerationRequest, events: list[Event]) -> None:
@@ -542,64 +446,23 @@ class VLLMEngineCore:
             live.read_upto = end
             events.extend(reads)
 
-    def _on_token(
-        self, live: _Live, token: int, logprob: float, logits: tuple[float, ...] | None, events: list[Event]
-    ) -> None:
-        if live.finishing is not None:
-            # The extra forward that read the last token: its sampled successor is discarded.
-            self._finish(live, live.finishing, events)
-            return
-        req = live.req
-        index = len(live.tokens)
-        live.tokens.append(token)
-        events.append(TokenEvent(req.request_id, index, live.prompt_len + index, token, logprob, logits))
-        if req.forced_tokens is not None:
-            nxt = index + 1
-            forced = req.forced_tokens[nxt] if nxt < len(req.forced_tokens) else -1
-            s = req.sampling
-            self.runtime.set_sampling(live.slot, s.temperature, s.top_p, s.seed, forced)
-        reason: FinishReason | None = None
-        if token in req.sampling.stop_token_ids:
-            reason = "stop"
-        elif len(live.tokens) >= req.sampling.max_new_tokens:
-            reason = "length"
-        if reason is None:
-            return
-        if live.reads:
-            live.finishing = reason
-        else:
-            self._finish(live, reason, events)
+    def _new_live(self, req: GenerationRequest, slot: int) -> _Live:
+        return _Live(req=req, slot=slot)
 
-    def _finish(
-        self,
-        live: _Live,
-        reason: FinishReason,
-        events: list[Event],
-        error: str | None = None,
-        *,
-        engine_done: bool = False,
-    ) -> None:
-        rid = live.req.request_id
-        events.append(FinishedEvent(rid, reason, tuple(live.tokens), error=error))
+    def _set_forced(self, live: _Live, token: int) -> None:
+        s = live.req.sampling
+        self.runtime.set_sampling(live.slot, s.temperature, s.top_p, s.seed, token)
+
+    def _release(self, live: _Live, *, engine_done: bool) -> None:
         if not engine_done:
-            self.engine.abort_request([rid])
-        self.plan.remove(rid)
+            self.engine.abort_request([live.req.request_id])
         rt = self.runtime
         rt.num_sampling -= live.req.sampling.temperature > 0
         rt.num_recording -= live.req.record_logits
         rt.set_sampling(live.slot, 0.0, 1.0, 0, -1)
-        del self._live[rid]
-        self._scheduled_ids.discard(rid)
-        self._forget(rid)
-
-    def _forget(self, rid: str) -> None:
-        with self._known_lock:
-            self._known.discard(rid)
 
     def fail_all(self, error: str) -> list[Event]:
-        events: list[Event] = []
-        for live in list(self._live.values()):
-            self._finish(live, "error", events, error=error)
+        events = super().fail_all(error)
         for waiting in list(self._waiting.values()):
             self._drop_waiting(waiting, events, reason="error", error=error)
         return events

@@ -175,13 +175,20 @@ class Runtime:
         return out
 
     # ------------------------------------------------------------------ the site ops
-    def resid(self, hidden: Tensor, residual: Tensor, layer: int, point: int) -> None:
+    def _site_with_work(self, layer: int, point: int) -> Site | None:
+        """The site of an op call, if this step has anything to read, write or capture there."""
         if not self._active:
-            return
+            return None
         site = (layer, injection.POINTS[point])
         if site not in self.plan.sites and site not in self._capture_rows:
-            return
+            return None
         self.site_calls += 1
+        return site
+
+    def resid(self, hidden: Tensor, residual: Tensor, layer: int, point: int) -> None:
+        site = self._site_with_work(layer, point)
+        if site is None:
+            return
         x = hidden + residual
         out = self._apply(site, x)
         if out is x:
@@ -192,12 +199,9 @@ class Runtime:
         residual.copy_(torch.where(changed, torch.zeros_like(residual), residual))
 
     def act(self, x: Tensor, layer: int, point: int) -> None:
-        if not self._active:
+        site = self._site_with_work(layer, point)
+        if site is None:
             return
-        site = (layer, injection.POINTS[point])
-        if site not in self.plan.sites and site not in self._capture_rows:
-            return
-        self.site_calls += 1
         out = self._apply(site, x)
         if out is not x:
             x.copy_(out)
