@@ -247,19 +247,16 @@ class VLLMEngineCore(SteppedCore[_Live]):
             live = self._live.get(rid)
             if live is None:
                 continue
-            for token in new:
-                if live.req.request_id not in self._live:
-                    break
-                i = by_key.get(rid)
-                logprob = sampled.logprobs[i] if sampled is not None and i is not None else 0.0
-                logits = None
-                if (
-                    live.req.record_logits
-                    and sampled is not None
-                    and sampled.logits is not None
-                    and i is not None
-                ):
+            # One sampled token per request per step (no speculative decoding): its row of the sample.
+            i = by_key.get(rid)
+            logprob, logits = 0.0, None
+            if sampled is not None and i is not None:
+                logprob = sampled.logprobs[i]
+                if live.req.record_logits and sampled.logits is not None:
                     logits = tuple(sampled.logits[i].tolist())
+            for token in new:
+                if rid not in self._live:
+                    break
                 self._on_token(live, token, logprob, logits, events)
             if out.finished and rid in self._live:
                 self._finish(live, live.finishing or "length", events, engine_done=True)
