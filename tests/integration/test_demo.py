@@ -12,10 +12,8 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -23,54 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.server import Output, free_port, wait_for_port
 from websockets.sync.client import connect
 
 ROOT = Path(__file__).resolve().parents[2]
 URL_LINE = re.compile(r"^Steerlab demo: (http://\S+/)  \(login: (\S+) / (\S+)\)$")
 START_TIMEOUT = 240  # the first run builds the tiny model
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _Output:
-    """Collects the server's output lines in a thread (the pipe must never fill up)."""
-
-    def __init__(self, stream: Any) -> None:
-        self.lines: list[str] = []
-        self.url: re.Match[str] | None = None
-        self.found = threading.Event()
-        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self.thread.start()
-
-    def _read(self, stream: Any) -> None:
-        for line in stream:
-            line = line.rstrip("\n")
-            self.lines.append(line)
-            match = URL_LINE.match(line)
-            if match and self.url is None:
-                self.url = match
-                self.found.set()
-        self.found.set()  # the process ended
-
-    def tail(self) -> str:
-        return "\n".join(self.lines[-60:])
-
-
-def _wait_for_port(port: int, process: subprocess.Popen[str], output: _Output) -> None:
-    """The URL line comes just before uvicorn binds: wait until it accepts connections."""
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            assert process.poll() is None, f"the demo exited ({process.returncode}):\n{output.tail()}"
-            assert time.monotonic() < deadline, f"nothing listens on port {port}:\n{output.tail()}"
-            time.sleep(0.1)
 
 
 def _stop(process: subprocess.Popen[str]) -> int:
@@ -81,7 +37,7 @@ def _stop(process: subprocess.Popen[str]) -> int:
 
 @pytest.mark.timeout(400)
 def test_make_demo_serves_the_chat_and_streams_a_generation(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         key: value
         for key, value in os.environ.items()
@@ -108,14 +64,14 @@ def test_make_demo_serves_the_chat_and_streams_a_generation(tmp_path: Path) -> N
         text=True,
         start_new_session=True,
     )
-    output = _Output(process.stdout)
+    output = Output(process.stdout, URL_LINE)
     try:
         assert output.found.wait(START_TIMEOUT), f"no URL line after {START_TIMEOUT} s:\n{output.tail()}"
         assert output.url is not None, f"make demo exited ({process.poll()}):\n{output.tail()}"
         base, username, password = output.url.groups()
         assert base == f"http://127.0.0.1:{port}/"
         assert username == "demo"
-        _wait_for_port(port, process, output)
+        wait_for_port(port, process, output)
 
         conversation, cookie = _log_in_and_open_the_chat(base, username, password)
         frames = _generate(port, conversation, cookie)

@@ -16,7 +16,7 @@ from webapp.accounts.forms import SignUpForm
 @require_http_methods(["GET", "POST"])
 def sign_up_view(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
-        return redirect("accounts:home")
+        return redirect("app")
     form = SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -25,7 +25,7 @@ def sign_up_view(request: HttpRequest) -> HttpResponse:
             form.add_error(None, exc)
         else:
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-            return redirect("accounts:home")
+            return redirect("app")
     return render(request, "accounts/signup.html", {"form": form})
 
 

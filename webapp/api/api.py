@@ -68,7 +68,13 @@ def _permission_denied(request: HttpRequest, exc: PermissionDenied) -> HttpRespo
 
 @api.exception_handler(ValidationError)
 def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
-    return api.create_response(request, {"detail": _messages(exc)}, status=400)
+    body: dict[str, Any] = {"detail": _messages(exc)}
+    if hasattr(exc, "error_dict"):
+        # Keyed errors (a recipe's ``interventions[2].layer``): the editor shows each by its field.
+        body["errors"] = {
+            key: [str(m) for m in ValidationError(value).messages] for key, value in exc.error_dict.items()
+        }
+    return api.create_response(request, body, status=400)
 
 
 @api.exception_handler(ObjectDoesNotExist)

@@ -33,6 +33,8 @@ from webapp.library.models import (
 )
 from webapp.library.services import OwnedT
 
+MAX_SEARCH_WORDS = 8
+
 router = Router(tags=["library"])
 
 
@@ -41,6 +43,7 @@ router = Router(tags=["library"])
 # --------------------------------------------------------------------------------------------
 class DetailOut(Schema):
     detail: str
+    errors: dict[str, list[str]] | None = None  # a recipe's messages by field path, when keyed
 
 
 DENIED = {400: DetailOut, 403: DetailOut, 404: DetailOut}
@@ -87,6 +90,14 @@ class VectorOut(OwnedOut):
     @staticmethod
     def resolve_deployment(obj: SteeringVector) -> str:
         return obj.deployment.name
+
+
+class VectorDetailOut(VectorOut):
+    norms: dict[str, float]  # layer -> L2 norm of its direction (the detail page's chart)
+
+    @staticmethod
+    def resolve_norms(obj: SteeringVector) -> dict[str, float]:
+        return services.vector_norms(obj)
 
 
 class ProbeOut(OwnedOut):
@@ -191,6 +202,13 @@ def _by_deployment(deployment: str | None) -> dict[str, Any]:
     return {"deployment__name": deployment} if deployment else {}
 
 
+def _search(queryset: QuerySet[Any], q: str | None) -> QuerySet[Any]:
+    """``q``: words that the name must all contain (any case, any order)."""
+    for word in (q or "").split()[:MAX_SEARCH_WORDS]:
+        queryset = queryset.filter(name__icontains=word)
+    return queryset
+
+
 # --------------------------------------------------------------------------------------------
 # Deployments
 # --------------------------------------------------------------------------------------------
@@ -205,11 +223,13 @@ def list_deployments(request: HttpRequest) -> QuerySet[ModelDeployment]:
 # --------------------------------------------------------------------------------------------
 @router.get("/vectors", response=list[VectorOut])
 @paginate(BoundedLimitOffsetPagination)
-def list_vectors(request: HttpRequest, deployment: str | None = None) -> QuerySet[Any]:
-    return _visible(request, SteeringVector, _by_deployment(deployment)).select_related("deployment")
+def list_vectors(request: HttpRequest, deployment: str | None = None, q: str | None = None) -> QuerySet[Any]:
+    return _search(_visible(request, SteeringVector, _by_deployment(deployment)), q).select_related(
+        "deployment"
+    )
 
 
-@router.get("/vectors/{vector_id}", response={200: VectorOut, 404: DetailOut})
+@router.get("/vectors/{vector_id}", response={200: VectorDetailOut, 404: DetailOut})
 def get_vector(request: HttpRequest, vector_id: int) -> SteeringVector:
     return services.get_visible(_user(request), SteeringVector, vector_id)
 
@@ -279,8 +299,8 @@ def fork_vector(request: HttpRequest, vector_id: int, payload: ForkIn) -> Status
 # --------------------------------------------------------------------------------------------
 @router.get("/probes", response=list[ProbeOut])
 @paginate(BoundedLimitOffsetPagination)
-def list_probes(request: HttpRequest, deployment: str | None = None) -> QuerySet[Any]:
-    return _visible(request, Probe, _by_deployment(deployment)).select_related("deployment")
+def list_probes(request: HttpRequest, deployment: str | None = None, q: str | None = None) -> QuerySet[Any]:
+    return _search(_visible(request, Probe, _by_deployment(deployment)), q).select_related("deployment")
 
 
 @router.get("/probes/{probe_id}", response={200: ProbeOut, 404: DetailOut})
@@ -343,8 +363,8 @@ def fork_probe(request: HttpRequest, probe_id: int, payload: ForkIn) -> Status[o
 # --------------------------------------------------------------------------------------------
 @router.get("/datasets", response=list[DatasetOut])
 @paginate(BoundedLimitOffsetPagination)
-def list_datasets(request: HttpRequest) -> QuerySet[Any]:
-    return _visible(request, Dataset)
+def list_datasets(request: HttpRequest, q: str | None = None) -> QuerySet[Any]:
+    return _search(_visible(request, Dataset), q)
 
 
 @router.get("/datasets/{dataset_id}", response={200: DatasetOut, 404: DetailOut})
@@ -403,8 +423,8 @@ def fork_dataset(request: HttpRequest, dataset_id: int, payload: ForkIn) -> Stat
 # --------------------------------------------------------------------------------------------
 @router.get("/recipes", response=list[RecipeOut])
 @paginate(BoundedLimitOffsetPagination)
-def list_recipes(request: HttpRequest, deployment: str | None = None) -> QuerySet[Any]:
-    return _visible(request, Recipe, _by_deployment(deployment)).select_related("deployment")
+def list_recipes(request: HttpRequest, deployment: str | None = None, q: str | None = None) -> QuerySet[Any]:
+    return _search(_visible(request, Recipe, _by_deployment(deployment)), q).select_related("deployment")
 
 
 @router.post("/recipes", response={201: RecipeOut, **DENIED})

@@ -370,6 +370,12 @@ def load_probe(obj: Probe) -> probe_io.LinearProbe:
     return probe_io.from_safetensors_bytes(bytes(obj.weight))
 
 
+def vector_norms(obj: SteeringVector) -> dict[str, float]:
+    """Layer -> the L2 norm of the stored direction (what a vector's detail shows per layer)."""
+    directions = load_vector(obj).directions
+    return {str(layer): round(float(directions[layer].float().norm()), 6) for layer in sorted(directions)}
+
+
 def vector_data(obj: SteeringVector) -> VectorData:
     return VectorData.of(dict(load_vector(obj).directions), model=obj.deployment.name)
 

@@ -1,0 +1,61 @@
+// The application shell: the top bar (navigation, the user, log out) and the routes.
+import { NavLink, Navigate, Route, Routes } from "react-router";
+import { api, csrfToken, unwrap } from "./api/client";
+import { useResource } from "./api/useResource";
+import { AccountPage } from "./accounts/AccountPage";
+import { TeamsPage } from "./accounts/TeamsPage";
+import { ChatPage } from "./chat/ChatPage";
+import { LibraryPage } from "./library/LibraryPage";
+import { RecipeEditorPage } from "./recipes/RecipeEditorPage";
+import { RecipesPage } from "./recipes/RecipesPage";
+import { Button } from "./ui/components";
+
+const NAV = [
+  ["/chat", "Chat"],
+  ["/recipes", "Recipes"],
+  ["/library", "Library"],
+  ["/teams", "Teams"],
+  ["/account", "Account"],
+] as const;
+
+export function App() {
+  const me = useResource(() => unwrap(api.GET("/api/me")), "me");
+  return (
+    <>
+      <a className="skip-link" href="#main">Skip to content</a>
+      <header className="topbar">
+        <a className="brand" href="/app/chat">Steerlab</a>
+        <nav aria-label="Main">
+          <ul>
+            {NAV.map(([to, label]) => (
+              <li key={to}>
+                <NavLink to={to}>{label}</NavLink>
+              </li>
+            ))}
+          </ul>
+        </nav>
+        <div className="user">
+          {me.data ? <span data-testid="username">{me.data.username}</span> : null}
+          <form method="post" action="/accounts/logout/">
+            <input type="hidden" name="csrfmiddlewaretoken" value={csrfToken()} />
+            <Button type="submit" small>Log out</Button>
+          </form>
+        </div>
+      </header>
+      <main id="main">
+        <Routes>
+          <Route path="/" element={<Navigate to="/chat" replace />} />
+          <Route path="/chat" element={<ChatPage />} />
+          <Route path="/chat/:id" element={<ChatPage />} />
+          <Route path="/recipes" element={<RecipesPage />} />
+          <Route path="/recipes/new" element={<RecipeEditorPage />} />
+          <Route path="/recipes/:id" element={<RecipeEditorPage />} />
+          <Route path="/library" element={<LibraryPage />} />
+          <Route path="/teams" element={<TeamsPage />} />
+          <Route path="/account" element={<AccountPage />} />
+          <Route path="*" element={<p>Nothing here. <a href="/app/chat">Back to the chat</a>.</p>} />
+        </Routes>
+      </main>
+    </>
+  );
+}

@@ -1,0 +1,12 @@
+/// <reference types="vitest/config" />
+import react from "@vitejs/plugin-react";
+import { defineConfig } from "vite";
+
+// Django serves the build: frontend/dist is a STATICFILES_DIRS entry (whitenoise), so every asset
+// URL starts with STATIC_URL; the HTML shell is rendered by Django's `app` view at /app/.
+export default defineConfig({
+  base: "/static/",
+  plugins: [react()],
+  build: { outDir: "dist", emptyOutDir: true, sourcemap: true, assetsDir: "app" },
+  test: { environment: "jsdom", include: ["src/**/*.test.{ts,tsx}"], setupFiles: ["src/test-setup.ts"] },
+});

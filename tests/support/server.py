@@ -1,0 +1,55 @@
+"""A server process under test: a free port, its output collected in a thread, waiting until it listens."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import threading
+import time
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Output:
+    """Collects a process's output lines in a thread (the pipe must never fill up); `found` is set
+    when a line matches `pattern` (or the process ends)."""
+
+    def __init__(self, stream: Any, pattern: re.Pattern[str]) -> None:
+        self.lines: list[str] = []
+        self.pattern = pattern
+        self.url: re.Match[str] | None = None
+        self.found = threading.Event()
+        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            line = line.rstrip("\n")
+            self.lines.append(line)
+            match = self.pattern.match(line)
+            if match and self.url is None:
+                self.url = match
+                self.found.set()
+        self.found.set()  # the process ended
+
+    def tail(self) -> str:
+        return "\n".join(self.lines[-60:])
+
+
+def wait_for_port(port: int, process: subprocess.Popen[str], output: Output, timeout: float = 60) -> None:
+    """Wait until something accepts connections on `port` (the process must stay alive)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            assert process.poll() is None, f"the server exited ({process.returncode}):\n{output.tail()}"
+            assert time.monotonic() < deadline, f"nothing listens on port {port}:\n{output.tail()}"
+            time.sleep(0.1)
