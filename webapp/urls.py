@@ -16,12 +16,11 @@ urlpatterns = [
     path("app/", app_view, name="app"),
     re_path(r"^app/(?P<path>.+)$", app_view, name="app_page"),
     path("accounts/", include("webapp.accounts.urls")),
-    path("playground/", include("webapp.playground.urls")),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
 ]
 
 if settings.DEBUG:
-    # The ASGI server (uvicorn, `make demo`) does not serve static files itself; with DEBUG,
-    # Django does (staticfiles' finders: no collectstatic needed). Production serves STATIC_ROOT.
+    # whitenoise serves static files in front of Django; with DEBUG it finds them without
+    # collectstatic, and Django's own view covers what it misses.
     urlpatterns += staticfiles_urlpatterns()

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 from support.live import ci, port_open
-from support.server import Output, free_port, wait_for_port
+from support.server import Output, free_port, launch, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 URL_LINE = re.compile(r"^Steerlab demo: (http://\S+/)  \(login: (\S+) / (\S+)\)$")
@@ -106,20 +106,9 @@ def app_server(tmp_path_factory: pytest.TempPathFactory, chromium_path: str) -> 
         STEERLAB_ENGINE_MIN_STEP_MS=str(MIN_STEP_MS),
         PYTHONUNBUFFERED="1",
     )
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "demo", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    output = Output(process.stdout, URL_LINE)
+    command = [sys.executable, "manage.py", "demo", "--host", "127.0.0.1", "--port", str(port)]
+    process, output = launch(command, ROOT, env, URL_LINE, START_TIMEOUT)
     try:
-        assert output.found.wait(START_TIMEOUT), f"no URL line after {START_TIMEOUT} s:\n{output.tail()}"
-        assert output.url is not None, f"the server exited ({process.poll()}):\n{output.tail()}"
         wait_for_port(port, process, output)
         yield LiveServer(f"http://127.0.0.1:{port}", output)
     finally:

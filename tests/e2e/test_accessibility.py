@@ -4,6 +4,7 @@ and the main controls work from the keyboard."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +15,9 @@ APP_PAGES = ["/app/chat", "/app/recipes", "/app/recipes/new", "/app/library", "/
 
 
 @pytest.mark.parametrize("path", ["/accounts/login/", "/accounts/signup/"])
-def test_the_account_pages_have_no_serious_accessibility_issue(page: Any, path: str) -> None:
+def test_the_account_pages_have_no_serious_accessibility_issue(page: Any, path: str, artifacts: Path) -> None:
     page.goto(path)
+    page.screenshot(path=str(artifacts / f"{path.strip('/').replace('/', '-')}.png"), full_page=True)
     assert serious_violations(page) == []
 
 

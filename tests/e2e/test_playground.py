@@ -1,11 +1,12 @@
 """The playground in a real browser, end to end, as a new user meets it.
 
-Sign up -> upload a vector and a probe -> build a recipe (with an inline validation error first)
--> chat -> move a slider during the generation and check, against the run log and an unadjusted
-run, that only the tokens after the acknowledged step changed -> one heatmap cell per generated
-token -> compare mode streams two answers together -> reload mid-stream and the transcript
-completes without gaps or duplicates. Screenshots of the library, the recipe editor and the chat
-are saved as artifacts.
+Sign up -> upload a vector and a probe (a pickled file first: refused) -> build a recipe (with an
+inline validation error first) -> chat -> move a slider during the generation and check, against
+the run log and an unadjusted run, that only the tokens from the acknowledged step on changed ->
+one heatmap cell per generated token, hover and focus for the score and the logit lens -> replay
+gives the same tokens -> compare mode streams two answers together -> reload mid-stream, and drop
+the socket mid-stream: the transcript completes without gaps or duplicates. Screenshots of the
+library, the recipe editor and the chat are saved as artifacts, and axe-core checks each page.
 """
 
 from __future__ import annotations
@@ -24,6 +25,16 @@ from interventions.vectors import SteeringVector
 from interventions.vectors import to_safetensors_bytes as vector_bytes
 
 RUN_TIMEOUT_MS = 60_000
+# Keeps the page's websockets reachable, so that the test can drop them as a network would.
+KEEP_SOCKETS = """
+(() => {
+  const Native = window.WebSocket;
+  window.__sockets = [];
+  window.WebSocket = class extends Native {
+    constructor(...args) { super(...args); window.__sockets.push(this); }
+  };
+})();
+"""
 MAX_TOKENS = 40
 
 
@@ -146,6 +157,7 @@ def _finished(page: Any, run: Any) -> dict[str, Any]:
 def test_a_new_user_builds_a_recipe_steers_live_compares_and_resumes(
     page: Any, artifacts: Path, tmp_path: Path
 ) -> None:
+    page.add_init_script(KEEP_SOCKETS)
     sign_up(page, "erin")
     model = page.request.get("/api/deployments").json()["items"][0]
     _build_library(page, tmp_path, model, artifacts)
@@ -189,6 +201,13 @@ def test_a_new_user_builds_a_recipe_steers_live_compares_and_resumes(
     cells.nth(4).focus()  # the keyboard reaches every token too
     expect(detail).to_contain_text("Token 4")
 
+    # Replay: the run again, with its adjustment at the same step, gives the same tokens.
+    run.get_by_role("button", name=f"Replay run {steered['id']}").click()
+    expect(page.get_by_test_id("turn").last.locator(".prompt")).to_have_text(f"Replay of run {steered['id']}")
+    replayed = _finished(page, _last_turn_runs(page).first)
+    assert replayed["replay_of"] == steered["id"]
+    assert replayed["tokens"] == steered["tokens"]
+
     # Compare mode: the baseline and the steered answer stream together.
     _send(page, "Compare the two.", compare=True)
     baseline, steered_run = _last_turn_runs(page, 2).nth(0), _last_turn_runs(page, 2).nth(1)
@@ -215,3 +234,16 @@ def test_a_new_user_builds_a_recipe_steers_live_compares_and_resumes(
     assert "".join(cells.all_text_contents()) == logged["text"]
     indices = cells.evaluate_all("cells => cells.map(c => Number(c.dataset.index))")
     assert indices == list(range(len(logged["tokens"])))
+
+    # A dropped socket (the page stays): the app reconnects, resumes, and nothing is lost or doubled.
+    _send(page, "Keep going.")
+    run = _last_turn_runs(page).first
+    _wait_tokens(run, 4)
+    page.evaluate("window.__sockets.forEach((socket) => socket.close())")
+    expect(page.get_by_test_id("connection")).to_have_text("reconnecting…")
+    expect(page.get_by_test_id("connection")).to_have_text("connected")
+    logged = _finished(page, run)
+    assert len(logged["tokens"]) == MAX_TOKENS  # the run went on: it was resumed, not stopped
+    cells = run.locator(".tok")
+    expect(cells).to_have_count(MAX_TOKENS)
+    assert "".join(cells.all_text_contents()) == logged["text"]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.server import Output, free_port, wait_for_port
+from support.server import free_port, launch, wait_for_port
 from websockets.sync.client import connect
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,20 +54,9 @@ def test_make_demo_serves_the_chat_and_streams_a_generation(tmp_path: Path) -> N
     # The running interpreter's environment, taken as installed (`-o`: no reinstall, no network).
     venv = sys.prefix
     command = ["make", "--no-print-directory", "demo", f"VENV={venv}", "-o", f"{venv}/.installed"]
-    process = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    output = Output(process.stdout, URL_LINE)
+    process, output = launch(command, ROOT, env, URL_LINE, START_TIMEOUT)
     try:
-        assert output.found.wait(START_TIMEOUT), f"no URL line after {START_TIMEOUT} s:\n{output.tail()}"
-        assert output.url is not None, f"make demo exited ({process.poll()}):\n{output.tail()}"
+        assert output.url is not None
         base, username, password = output.url.groups()
         assert base == f"http://127.0.0.1:{port}/"
         assert username == "demo"
@@ -106,7 +95,8 @@ def test_make_demo_serves_the_chat_and_streams_a_generation(tmp_path: Path) -> N
 
 
 def _log_in_and_open_the_chat(base: str, username: str, password: str) -> tuple[int, str]:
-    """Log in through the login form; the demo conversation's id and the session cookie."""
+    """Log in through the login form, land in the browser app; the demo conversation's id and the
+    session cookie."""
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     login_url = base + "accounts/login/"
@@ -115,34 +105,25 @@ def _log_in_and_open_the_chat(base: str, username: str, password: str) -> tuple[
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
     assert token, page
     form = urllib.parse.urlencode(
-        {
-            "username": username,
-            "password": password,
-            "csrfmiddlewaretoken": token.group(1),
-            "next": "/playground/",
-        }
+        {"username": username, "password": password, "csrfmiddlewaretoken": token.group(1)}
     ).encode()
     with opener.open(urllib.request.Request(login_url, data=form), timeout=30) as response:
         assert response.status == 200
-        assert response.url == base + "playground/", response.url
-        index = response.read().decode()
+        assert response.url == base + "app/", response.url
+        shell = response.read().decode()
     cookies = {c.name: c.value for c in jar}
     assert "sessionid" in cookies, f"not logged in: {sorted(cookies)}"
 
-    link = re.search(r'href="/playground/(\d+)/"', index)
-    assert link, index
-    conversation = int(link.group(1))
-    with opener.open(f"{base}playground/{conversation}/", timeout=30) as response:
-        assert response.status == 200
-        chat = response.read().decode()
-    script = re.search(r'<script src="(/static/playground/chat\.js)"', chat)
-    assert script, chat
-    assert 'id="playground-data"' in chat
-    # Static files are served by the ASGI server itself in DEBUG.
+    # The app's shell names its built script; the ASGI server serves it itself (whitenoise).
+    script = re.search(r'<script type="module" crossorigin src="(/static/app/[^"]+\.js)"', shell)
+    assert script, shell
     with opener.open(base.rstrip("/") + script.group(1), timeout=30) as response:
         assert response.status == 200
-        assert "new WebSocket(" in response.read().decode()
-    return conversation, f"sessionid={cookies['sessionid']}"
+        assert "/ws/conversations/" in response.read().decode()
+    with opener.open(base + "api/conversations", timeout=30) as response:
+        conversations = json.loads(response.read())["items"]
+    assert len(conversations) == 1, conversations
+    return int(conversations[0]["id"]), f"sessionid={cookies['sessionid']}"
 
 
 def _generate(port: int, conversation: int, cookie: str) -> list[dict[str, Any]]:

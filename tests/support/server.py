@@ -7,6 +7,8 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -53,3 +55,25 @@ def wait_for_port(port: int, process: subprocess.Popen[str], output: Output, tim
             assert process.poll() is None, f"the server exited ({process.returncode}):\n{output.tail()}"
             assert time.monotonic() < deadline, f"nothing listens on port {port}:\n{output.tail()}"
             time.sleep(0.1)
+
+
+def launch(
+    command: Sequence[str], cwd: Path, env: dict[str, str], url_line: re.Pattern[str], timeout: float
+) -> tuple[subprocess.Popen[str], Output]:
+    """Start a server in its own process group and wait for the line announcing its URL."""
+    process = subprocess.Popen(
+        list(command),
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    output = Output(process.stdout, url_line)
+    found = output.found.wait(timeout)
+    if not found or output.url is None:
+        process.kill()
+        raise AssertionError(f"no URL line after {timeout} s (exit {process.poll()}):\n{output.tail()}")
+    return process, output

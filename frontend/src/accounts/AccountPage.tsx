@@ -1,18 +1,15 @@
 // The account: who I am, the password-change link, and personal API tokens (secret shown once).
 import { useState } from "react";
-import { api, errorMessage, unwrap } from "../api/client";
+import { api, unwrap } from "../api/client";
 import type { Schemas } from "../api/client";
+import { useAction } from "../api/useAction";
 import { useResource } from "../api/useResource";
-import { Badge, Button, Empty, Field, Loading, Notice, PageHeader, Panel } from "../ui/components";
+import { formatDate } from "../library/shared";
+import { Badge, Button, Field, Loading, Notice, PageHeader, Panel } from "../ui/components";
 import { CopyField } from "./CopyField";
+import { ListStatus } from "./ListStatus";
 
 type Token = Schemas["TokenOut"];
-
-function formatDate(iso: string | null | undefined): string {
-  if (!iso) return "—";
-  const date = new Date(iso);
-  return Number.isNaN(date.getTime()) ? iso : date.toLocaleString();
-}
 
 export function AccountPage() {
   const me = useResource(() => unwrap(api.GET("/api/me")), "me");
@@ -55,43 +52,25 @@ function ApiTokens() {
   const list = useResource(() => unwrap(api.GET("/api/tokens", { params: { query: { limit: 100 } } })), "tokens");
   const [name, setName] = useState("");
   const [created, setCreated] = useState<Schemas["TokenCreatedOut"] | null>(null);
-  const [error, setError] = useState("");
-  const [notice, setNotice] = useState("");
-  const [busy, setBusy] = useState(false);
+  const action = useAction();
   const items = list.data?.items ?? [];
 
   const create = async () => {
-    setBusy(true);
-    setError("");
-    setNotice("");
     setCreated(null);
-    try {
-      const token = await unwrap(api.POST("/api/tokens", { body: { name } }));
-      setName("");
-      setCreated(token);
-      list.reload();
-    } catch (exc) {
-      setError(errorMessage(exc));
-    } finally {
-      setBusy(false);
-    }
+    const token = await unwrap(api.POST("/api/tokens", { body: { name } }));
+    setName("");
+    setCreated(token);
+    list.reload();
   };
 
-  const revoke = async (token: Token) => {
+  const revoke = (token: Token) => {
     if (!window.confirm(`Revoke the token “${token.name}”? Scripts using it will stop working.`)) return;
-    setBusy(true);
-    setError("");
-    setNotice("");
-    try {
+    void action.run(async () => {
       await unwrap(api.DELETE("/api/tokens/{token_id}", { params: { path: { token_id: token.id } } }));
       if (created?.id === token.id) setCreated(null);
-      setNotice(`Revoked the token “${token.name}”.`);
       list.reload();
-    } catch (exc) {
-      setError(errorMessage(exc));
-    } finally {
-      setBusy(false);
-    }
+      return `Revoked the token “${token.name}”.`;
+    });
   };
 
   return (
@@ -99,14 +78,9 @@ function ApiTokens() {
       <p className="meta">
         Scripts authenticate with a personal token: <code>Authorization: Bearer stl_…</code>.
       </p>
-      <Notice>{error}</Notice>
-      <Notice tone="success">{notice}</Notice>
-      <form
-        onSubmit={(event) => {
-          event.preventDefault();
-          void create();
-        }}
-      >
+      <Notice>{action.error}</Notice>
+      <Notice tone="success">{action.done}</Notice>
+      <form onSubmit={action.submit(create)}>
         <Field label="Token name" hint="What the token is for, e.g. “notebook”.">
           {(id, describedBy) => (
             <input
@@ -120,7 +94,7 @@ function ApiTokens() {
             />
           )}
         </Field>
-        <Button type="submit" variant="primary" disabled={busy || !name.trim()}>
+        <Button type="submit" variant="primary" disabled={action.busy || !name.trim()}>
           Create token
         </Button>
       </form>
@@ -133,9 +107,7 @@ function ApiTokens() {
         </div>
       ) : null}
       <h3>Your tokens</h3>
-      <Notice>{list.error}</Notice>
-      {list.loading && !list.data ? <Loading what="tokens" /> : null}
-      {list.data && items.length === 0 ? <Empty>No tokens yet.</Empty> : null}
+      <ListStatus list={list} what="tokens" empty="No tokens yet." />
       {items.length > 0 ? (
         <table aria-label="API tokens">
           <thead>
@@ -167,9 +139,9 @@ function ApiTokens() {
                     <Button
                       variant="danger"
                       small
-                      disabled={busy}
+                      disabled={action.busy}
                       aria-label={`Revoke ${t.name}`}
-                      onClick={() => { void revoke(t); }}
+                      onClick={() => { revoke(t); }}
                     >
                       Revoke
                     </Button>

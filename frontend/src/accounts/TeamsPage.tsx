@@ -1,11 +1,14 @@
 // Teams: mine, creating one, accepting an invitation; for the selected team its members and roles,
 // leaving it, and (owners) changing roles, removing members and managing invitation links.
 import { useState } from "react";
-import { api, errorMessage, unwrap } from "../api/client";
+import { api, unwrap } from "../api/client";
 import type { Schemas } from "../api/client";
+import { useAction } from "../api/useAction";
 import { useResource } from "../api/useResource";
+import { formatDate } from "../library/shared";
 import { Badge, Button, Empty, Field, Loading, Notice, PageHeader, Panel } from "../ui/components";
 import { CopyField } from "./CopyField";
+import { ListStatus } from "./ListStatus";
 
 type Team = Schemas["TeamOut"];
 type Role = Schemas["Role"];
@@ -22,12 +25,6 @@ const roleTone = (role: Role): Tone => (role === "owner" ? "info" : "neutral");
 const STATUS_TONES: Partial<Record<string, Tone>> = { pending: "info", accepted: "good", expired: "warn", revoked: "neutral" };
 
 const statusTone = (status: string): Tone => STATUS_TONES[status] ?? "neutral";
-
-function formatDate(iso: string | null | undefined): string {
-  if (!iso) return "—";
-  const date = new Date(iso);
-  return Number.isNaN(date.getTime()) ? iso : date.toLocaleString();
-}
 
 /** The token of an invitation, from the token itself or the whole link (…/accounts/invitations/<token>/). */
 export function invitationToken(input: string): string {
@@ -61,9 +58,7 @@ export function TeamsPage() {
       <div className="split">
         <div>
           <Panel title="My teams">
-            <Notice>{teams.error}</Notice>
-            {teams.loading && !teams.data ? <Loading what="teams" /> : null}
-            {teams.data && items.length === 0 ? <Empty>You are in no team yet: create one or accept an invitation.</Empty> : null}
+            <ListStatus list={teams} what="teams" empty="You are in no team yet: create one or accept an invitation." />
             {items.length > 0 ? (
               <table aria-label="My teams">
                 <tbody>
@@ -118,37 +113,21 @@ export function TeamsPage() {
 function CreateTeam({ onCreated }: { onCreated: (team: Team) => void }) {
   const [name, setName] = useState("");
   const [slug, setSlug] = useState("");
-  const [error, setError] = useState("");
-  const [done, setDone] = useState("");
-  const [busy, setBusy] = useState(false);
+  const action = useAction();
 
   const create = async () => {
-    setBusy(true);
-    setError("");
-    setDone("");
-    try {
-      const team = await unwrap(api.POST("/api/teams", { body: { name, slug: slug.trim() } }));
-      setName("");
-      setSlug("");
-      setDone(`Created the team “${team.name}”.`);
-      onCreated(team);
-    } catch (exc) {
-      setError(errorMessage(exc));
-    } finally {
-      setBusy(false);
-    }
+    const team = await unwrap(api.POST("/api/teams", { body: { name, slug: slug.trim() } }));
+    setName("");
+    setSlug("");
+    onCreated(team);
+    return `Created the team “${team.name}”.`;
   };
 
   return (
     <Panel title="Create a team">
-      <Notice>{error}</Notice>
-      <Notice tone="success">{done}</Notice>
-      <form
-        onSubmit={(event) => {
-          event.preventDefault();
-          void create();
-        }}
-      >
+      <Notice>{action.error}</Notice>
+      <Notice tone="success">{action.done}</Notice>
+      <form onSubmit={action.submit(create)}>
         <Field label="Team name">
           {(id) => <input id={id} type="text" required maxLength={100} value={name} onChange={(e) => { setName(e.target.value); }} />}
         </Field>
@@ -157,7 +136,7 @@ function CreateTeam({ onCreated }: { onCreated: (team: Team) => void }) {
             <input id={id} type="text" aria-describedby={describedBy} value={slug} onChange={(e) => { setSlug(e.target.value); }} />
           )}
         </Field>
-        <Button type="submit" variant="primary" disabled={busy}>
+        <Button type="submit" variant="primary" disabled={action.busy}>
           Create team
         </Button>
       </form>
@@ -167,42 +146,26 @@ function CreateTeam({ onCreated }: { onCreated: (team: Team) => void }) {
 
 function AcceptInvitation({ onAccepted }: { onAccepted: (membership: Schemas["MembershipOut"]) => void }) {
   const [value, setValue] = useState("");
-  const [error, setError] = useState("");
-  const [done, setDone] = useState("");
-  const [busy, setBusy] = useState(false);
+  const action = useAction();
 
   const accept = async () => {
-    setBusy(true);
-    setError("");
-    setDone("");
-    try {
-      const membership = await unwrap(api.POST("/api/invitations/accept", { body: { token: invitationToken(value) } }));
-      setValue("");
-      setDone(`You joined “${membership.team.name}” as ${membership.role}.`);
-      onAccepted(membership);
-    } catch (exc) {
-      setError(errorMessage(exc));
-    } finally {
-      setBusy(false);
-    }
+    const membership = await unwrap(api.POST("/api/invitations/accept", { body: { token: invitationToken(value) } }));
+    setValue("");
+    onAccepted(membership);
+    return `You joined “${membership.team.name}” as ${membership.role}.`;
   };
 
   return (
     <Panel title="Accept an invitation">
-      <Notice>{error}</Notice>
-      <Notice tone="success">{done}</Notice>
-      <form
-        onSubmit={(event) => {
-          event.preventDefault();
-          void accept();
-        }}
-      >
+      <Notice>{action.error}</Notice>
+      <Notice tone="success">{action.done}</Notice>
+      <form onSubmit={action.submit(accept)}>
         <Field label="Invitation token or link" hint="Paste the link or the token an owner gave you.">
           {(id, describedBy) => (
             <input id={id} type="text" required aria-describedby={describedBy} value={value} onChange={(e) => { setValue(e.target.value); }} />
           )}
         </Field>
-        <Button type="submit" variant="primary" disabled={busy || !value.trim()}>
+        <Button type="submit" variant="primary" disabled={action.busy || !value.trim()}>
           Accept invitation
         </Button>
       </form>
@@ -215,66 +178,44 @@ function TeamDetail({ team, me, onLeft }: { team: Team; me: Me; onLeft: (name: s
     () => unwrap(api.GET("/api/teams/{team_id}/members", { params: { path: { team_id: team.id }, query: { limit: 100 } } })),
     String(team.id),
   );
-  const [error, setError] = useState("");
-  const [notice, setNotice] = useState("");
-  const [busy, setBusy] = useState(false);
+  const action = useAction();
   const items = members.data?.items ?? [];
   const myRole = items.find((m) => m.user.id === me.id)?.role;
   const isOwner = myRole === "owner";
 
-  const act = async (work: () => Promise<unknown>, after: () => void) => {
-    setBusy(true);
-    setError("");
-    setNotice("");
-    try {
-      await work();
-      after();
-    } catch (exc) {
-      setError(errorMessage(exc));
-    } finally {
-      setBusy(false);
-    }
-  };
-
   const leave = () => {
     if (!window.confirm(`Leave the team “${team.name}”?`)) return;
-    void act(
-      () => unwrap(api.POST("/api/teams/{team_id}/leave", { params: { path: { team_id: team.id } } })),
-      () => { onLeft(team.name); },
-    );
+    void action.run(async () => {
+      await unwrap(api.POST("/api/teams/{team_id}/leave", { params: { path: { team_id: team.id } } }));
+      onLeft(team.name);
+    });
   };
 
   const remove = (member: Member) => {
     if (!window.confirm(`Remove ${member.user.username} from “${team.name}”?`)) return;
-    void act(
-      () =>
-        unwrap(
-          api.DELETE("/api/teams/{team_id}/members/{user_id}", {
-            params: { path: { team_id: team.id, user_id: member.user.id } },
-          }),
-        ),
-      () => {
-        setNotice(`Removed ${member.user.username}.`);
-        members.reload();
-      },
-    );
+    void action.run(async () => {
+      await unwrap(
+        api.DELETE("/api/teams/{team_id}/members/{user_id}", {
+          params: { path: { team_id: team.id, user_id: member.user.id } },
+        }),
+      );
+      members.reload();
+      return `Removed ${member.user.username}.`;
+    });
   };
 
   const changeRole = (userId: number, role: Role) => {
-    void act(
-      () =>
-        unwrap(
-          api.PATCH("/api/teams/{team_id}/members/{user_id}", {
-            params: { path: { team_id: team.id, user_id: userId } },
-            body: { role },
-          }),
-        ),
-      () => {
-        const who = items.find((m) => m.user.id === userId)?.user.username ?? "The member";
-        setNotice(`${who} is now ${role === "owner" ? "an" : "a"} ${role}.`);
-        members.reload();
-      },
-    );
+    void action.run(async () => {
+      await unwrap(
+        api.PATCH("/api/teams/{team_id}/members/{user_id}", {
+          params: { path: { team_id: team.id, user_id: userId } },
+          body: { role },
+        }),
+      );
+      members.reload();
+      const who = items.find((m) => m.user.id === userId)?.user.username ?? "The member";
+      return `${who} is now ${role === "owner" ? "an" : "a"} ${role}.`;
+    });
   };
 
   return (
@@ -282,7 +223,7 @@ function TeamDetail({ team, me, onLeft }: { team: Team; me: Me; onLeft: (name: s
       <Panel
         title={team.name}
         actions={
-          <Button variant="danger" small disabled={busy} onClick={leave}>
+          <Button variant="danger" small disabled={action.busy} onClick={leave}>
             Leave team
           </Button>
         }
@@ -291,8 +232,8 @@ function TeamDetail({ team, me, onLeft }: { team: Team; me: Me; onLeft: (name: s
           Slug <code>{team.slug}</code> · created {formatDate(team.created_at)}
           {myRole ? <> · your role: <Badge tone={roleTone(myRole)}>{myRole}</Badge></> : null}
         </p>
-        <Notice>{members.error || error}</Notice>
-        <Notice tone="success">{notice}</Notice>
+        <Notice>{members.error || action.error}</Notice>
+        <Notice tone="success">{action.done}</Notice>
         <h3>Members</h3>
         {members.loading && !members.data ? <Loading what="members" /> : null}
         {items.length > 0 ? (
@@ -320,7 +261,7 @@ function TeamDetail({ team, me, onLeft }: { team: Team; me: Me; onLeft: (name: s
                         <Button
                           variant="danger"
                           small
-                          disabled={busy}
+                          disabled={action.busy}
                           aria-label={`Remove ${m.user.username}`}
                           onClick={() => { remove(m); }}
                         >
@@ -335,7 +276,7 @@ function TeamDetail({ team, me, onLeft }: { team: Team; me: Me; onLeft: (name: s
           </table>
         ) : null}
         {isOwner && items.length > 0 ? (
-          <ChangeRole members={items} busy={busy} onChange={changeRole} />
+          <ChangeRole members={items} busy={action.busy} onChange={changeRole} />
         ) : myRole ? (
           <p className="meta">Only owners can change roles, remove members and invite people.</p>
         ) : null}
@@ -376,26 +317,43 @@ function ChangeRole({
             </select>
           )}
         </Field>
-        <Field label="New role">
-          {(id) => (
-            <select
-              id={id}
-              value={role}
-              onChange={(e) => {
-                if (isRole(e.target.value)) setRole(e.target.value);
-              }}
-            >
-              {ROLES.map((r) => (
-                <option key={r} value={r}>{r}</option>
-              ))}
-            </select>
-          )}
-        </Field>
+        <RoleField label="New role" role={role} onRole={setRole} />
       </div>
       <Button type="submit" disabled={busy || !chosen}>
         Change role
       </Button>
     </form>
+  );
+}
+
+function RoleField({
+  label,
+  hint,
+  role,
+  onRole,
+}: {
+  label: string;
+  hint?: string;
+  role: Role;
+  onRole: (role: Role) => void;
+}) {
+  return (
+    <Field label={label} hint={hint}>
+      {(id, describedBy) => (
+        <select
+          id={id}
+          aria-describedby={describedBy}
+          value={role}
+          onChange={(e) => {
+            if (isRole(e.target.value)) onRole(e.target.value);
+          }}
+        >
+          {ROLES.map((r) => (
+            <option key={r} value={r}>{r}</option>
+          ))}
+        </select>
+      )}
+    </Field>
   );
 }
 
@@ -406,32 +364,21 @@ function Invitations({ team }: { team: Team }) {
   );
   const [role, setRole] = useState<Role>("member");
   const [created, setCreated] = useState<Schemas["InvitationCreatedOut"] | null>(null);
-  const [error, setError] = useState("");
-  const [busy, setBusy] = useState(false);
+  const action = useAction();
   const items = list.data?.items ?? [];
 
   const create = async () => {
-    setBusy(true);
-    setError("");
     setCreated(null);
-    try {
-      const invitation = await unwrap(
-        api.POST("/api/teams/{team_id}/invitations", { params: { path: { team_id: team.id } }, body: { role } }),
-      );
-      setCreated(invitation);
-      list.reload();
-    } catch (exc) {
-      setError(errorMessage(exc));
-    } finally {
-      setBusy(false);
-    }
+    const invitation = await unwrap(
+      api.POST("/api/teams/{team_id}/invitations", { params: { path: { team_id: team.id } }, body: { role } }),
+    );
+    setCreated(invitation);
+    list.reload();
   };
 
-  const revoke = async (invitationId: number) => {
+  const revoke = (invitationId: number) => {
     if (!window.confirm("Revoke this invitation? Its link will stop working.")) return;
-    setBusy(true);
-    setError("");
-    try {
+    void action.run(async () => {
       await unwrap(
         api.DELETE("/api/teams/{team_id}/invitations/{invitation_id}", {
           params: { path: { team_id: team.id, invitation_id: invitationId } },
@@ -439,41 +386,17 @@ function Invitations({ team }: { team: Team }) {
       );
       if (created?.id === invitationId) setCreated(null);
       list.reload();
-    } catch (exc) {
-      setError(errorMessage(exc));
-    } finally {
-      setBusy(false);
-    }
+    });
   };
 
   return (
     <Panel title="Invitations">
-      <Notice>{error}</Notice>
-      <form
-        onSubmit={(event) => {
-          event.preventDefault();
-          void create();
-        }}
-      >
+      <Notice>{action.error}</Notice>
+      <form onSubmit={action.submit(create)}>
         <div className="form-row">
-          <Field label="Invitation role" hint="The role the invited person gets.">
-            {(id, describedBy) => (
-              <select
-                id={id}
-                aria-describedby={describedBy}
-                value={role}
-                onChange={(e) => {
-                  if (isRole(e.target.value)) setRole(e.target.value);
-                }}
-              >
-                {ROLES.map((r) => (
-                  <option key={r} value={r}>{r}</option>
-                ))}
-              </select>
-            )}
-          </Field>
+          <RoleField label="Invitation role" hint="The role the invited person gets." role={role} onRole={setRole} />
         </div>
-        <Button type="submit" variant="primary" disabled={busy}>
+        <Button type="submit" variant="primary" disabled={action.busy}>
           Create invitation
         </Button>
       </form>
@@ -488,9 +411,7 @@ function Invitations({ team }: { team: Team }) {
         </div>
       ) : null}
       <h3>All invitations</h3>
-      <Notice>{list.error}</Notice>
-      {list.loading && !list.data ? <Loading what="invitations" /> : null}
-      {list.data && items.length === 0 ? <Empty>No invitations yet.</Empty> : null}
+      <ListStatus list={list} what="invitations" empty="No invitations yet." />
       {items.length > 0 ? (
         <table aria-label="Invitations">
           <thead>
@@ -515,7 +436,7 @@ function Invitations({ team }: { team: Team }) {
                 <td>{inv.accepted_by ?? "—"}</td>
                 <td>
                   {inv.status === "pending" ? (
-                    <Button variant="danger" small disabled={busy} onClick={() => { void revoke(inv.id); }}>
+                    <Button variant="danger" small disabled={action.busy} onClick={() => { revoke(inv.id); }}>
                       Revoke
                     </Button>
                   ) : null}

@@ -1,14 +1,28 @@
-// Pieces shared by the library's three tabs: sharing fields, the file field, key/value tables,
-// the delete button with its confirm step, and multipart bodies for openapi-fetch.
+// Small pieces shared by the library's three tabs: types, formatting, the search debounce,
+// multipart bodies for openapi-fetch, key/value tables and the deployment select of an upload.
 import { useEffect, useState } from "react";
-import type { ReactNode, RefObject } from "react";
-import { errorMessage } from "../api/client";
+import type { ReactNode } from "react";
 import type { Schemas } from "../api/client";
-import { Badge, Button, Field, Notice } from "../ui/components";
+import { Badge, Field } from "../ui/components";
 
 export type Visibility = Schemas["Visibility"];
 export type Team = Schemas["TeamOut"];
 export type Deployment = Schemas["DeploymentOut"];
+
+/** What vectors, probes and datasets have in common (the list, details and delete use it). */
+export interface Listed {
+  id: number;
+  name: string;
+  description: string;
+  owner: string;
+  visibility: Visibility;
+  team_id: number | null;
+  forked_from_id: number | null;
+  content_hash: string;
+  created_at: string;
+  updated_at: string;
+  provenance: Record<string, unknown>;
+}
 
 export const VISIBILITIES: readonly Visibility[] = ["private", "team", "public"];
 
@@ -65,83 +79,6 @@ export function teamName(teams: Team[], id: number | null): string {
   return teams.find((t) => t.id === id)?.name ?? `team #${id}`;
 }
 
-/** Visibility and team selects of an upload form. */
-export function SharingFields({
-  visibility,
-  onVisibility,
-  team,
-  onTeam,
-  teams,
-}: {
-  visibility: Visibility;
-  onVisibility: (value: Visibility) => void;
-  team: string;
-  onTeam: (value: string) => void;
-  teams: Team[];
-}) {
-  return (
-    <div className="form-row">
-      <Field label="Visibility">
-        {(id) => (
-          <select
-            id={id}
-            value={visibility}
-            onChange={(e) => {
-              if (isVisibility(e.target.value)) onVisibility(e.target.value);
-            }}
-          >
-            <option value="private">Private (only me)</option>
-            <option value="team">Team</option>
-            <option value="public">Public (everyone)</option>
-          </select>
-        )}
-      </Field>
-      <Field label="Team" hint="Needed for team visibility.">
-        {(id, describedBy) => (
-          <select id={id} aria-describedby={describedBy} value={team} onChange={(e) => { onTeam(e.target.value); }}>
-            <option value="">No team</option>
-            {teams.map((t) => (
-              <option key={t.id} value={t.id}>{t.name}</option>
-            ))}
-          </select>
-        )}
-      </Field>
-    </div>
-  );
-}
-
-/** A labelled `<input type="file">`; the chosen file goes to `onFile`. The form checks that one was
- * chosen itself (a `required` file input cannot be satisfied in jsdom tests). */
-export function FileField({
-  label = "File",
-  hint,
-  accept,
-  inputRef,
-  onFile,
-}: {
-  label?: string;
-  hint: ReactNode;
-  accept: string;
-  inputRef: RefObject<HTMLInputElement | null>;
-  onFile: (file: File | null) => void;
-}) {
-  return (
-    <Field label={label} hint={hint}>
-      {(id, describedBy) => (
-        <input
-          id={id}
-          ref={inputRef}
-          type="file"
-          accept={accept}
-          aria-required="true"
-          aria-describedby={describedBy}
-          onChange={(e) => { onFile(e.target.files?.[0] ?? null); }}
-        />
-      )}
-    </Field>
-  );
-}
-
 export type Row = readonly [label: string, value: ReactNode];
 
 export function KeyValueTable({ rows, label }: { rows: readonly Row[]; label: string }) {
@@ -164,92 +101,25 @@ export function provenanceRows(provenance: Record<string, unknown>): Row[] {
   return Object.entries(provenance).map(([key, value]) => [`Provenance: ${key}`, formatValue(value)] as const);
 }
 
-/** "Delete", after a confirm step; the server's message if it refuses. */
-export function DeleteButton({
-  what,
-  name,
-  remove,
-  onDeleted,
-}: {
-  what: string;
-  name: string;
-  remove: () => Promise<unknown>;
-  onDeleted: () => void;
-}) {
-  const [error, setError] = useState("");
-  const [busy, setBusy] = useState(false);
-  const run = async () => {
-    if (!window.confirm(`Delete the ${what} “${name}”? This cannot be undone.`)) return;
-    setBusy(true);
-    setError("");
-    try {
-      await remove();
-      onDeleted();
-    } catch (exc) {
-      setError(errorMessage(exc));
-    } finally {
-      setBusy(false);
-    }
-  };
-  return (
-    <div>
-      <Notice>{error}</Notice>
-      <Button variant="danger" disabled={busy} onClick={() => { void run(); }}>
-        Delete
-      </Button>
-    </div>
-  );
-}
-
-/** The search box (passed to the list endpoint as `q`) and, for vectors and probes, the model filter. */
-export function ListControls({
-  what,
-  q,
-  onQ,
+/** The upload's model select; `chosen` is the picked name, or the first model's until one is picked. */
+export function DeploymentField({
   deployments,
-  deployment = "",
-  onDeployment,
+  chosen,
+  onChange,
 }: {
-  what: string;
-  q: string;
-  onQ: (value: string) => void;
-  deployments?: Deployment[];
-  deployment?: string;
-  onDeployment?: (value: string) => void;
+  deployments: Deployment[];
+  chosen: string;
+  onChange: (name: string) => void;
 }) {
   return (
-    <div className="form-row">
-      <Field label={`Search ${what}`} hint="Words the name must contain.">
-        {(id, describedBy) => (
-          <input id={id} type="search" aria-describedby={describedBy} value={q} onChange={(e) => { onQ(e.target.value); }} />
-        )}
-      </Field>
-      {deployments && onDeployment ? (
-        <Field label="Model">
-          {(id) => (
-            <select id={id} value={deployment} onChange={(e) => { onDeployment(e.target.value); }}>
-              <option value="">All models</option>
-              {deployments.map((d) => (
-                <option key={d.id} value={d.name}>{d.name}</option>
-              ))}
-            </select>
-          )}
-        </Field>
-      ) : null}
-    </div>
+    <Field label="Deployment" hint={deployments.length === 0 ? "No models are registered." : undefined}>
+      {(id, describedBy) => (
+        <select id={id} aria-describedby={describedBy} required value={chosen} onChange={(e) => { onChange(e.target.value); }}>
+          {deployments.map((d) => (
+            <option key={d.id} value={d.name}>{d.name} ({d.num_layers} layers, hidden size {d.hidden_size})</option>
+          ))}
+        </select>
+      )}
+    </Field>
   );
-}
-
-/** The name cell's button: selects the row for the details panel. */
-export function SelectButton({ name, selected, onSelect }: { name: string; selected: boolean; onSelect: () => void }) {
-  return (
-    <Button variant="ghost" small aria-current={selected ? "true" : undefined} onClick={onSelect}>
-      {name}
-    </Button>
-  );
-}
-
-export function countLine(count: number, shown: number, what: string): string {
-  const noun = `${what}${count === 1 ? "" : "s"}`;
-  return count > shown ? `${count} ${noun}; the first ${shown} are listed: search to narrow them.` : `${count} ${noun}.`;
 }

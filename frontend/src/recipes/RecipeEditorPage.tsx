@@ -2,8 +2,9 @@
 // them), shared privately, with a team or publicly, and forked.
 import { useMemo, useState } from "react";
 import { Link, useNavigate, useParams } from "react-router";
-import { ApiError, api, errorMessage, unwrap } from "../api/client";
+import { ApiError, api, unwrap } from "../api/client";
 import type { Schemas } from "../api/client";
+import { useAction } from "../api/useAction";
 import { useResource } from "../api/useResource";
 import type { Intervention } from "../chat/protocol";
 import { Badge, Button, Empty, Field, Loading, Notice, PageHeader, Panel } from "../ui/components";
@@ -57,9 +58,10 @@ function Editor({
   // null: not edited since the latest version loaded (the draft is that version).
   const [edited, setDraft] = useState<Intervention[] | null>(null);
   const [errors, setErrors] = useState<Record<string, string[]>>({});
-  const [message, setMessage] = useState("");
-  const [problem, setProblem] = useState("");
-  const [busy, setBusy] = useState(false);
+  // A failure's field errors stay (inline, at their fields) until the next failure or a save.
+  const { run, busy, done: message, error: problem } = useAction({
+    onError: (exc) => { setErrors(exc instanceof ApiError ? exc.fields : {}); },
+  });
   const [newOp, setNewOp] = useState<Op>("steer");
   const latest = recipe?.latest_version ?? null;
   const [viewing, setViewing] = useState<number | null>(latest);
@@ -93,20 +95,6 @@ function Editor({
 
   const draft = edited ?? latestSpec;
 
-  const run = async (what: () => Promise<void>) => {
-    setBusy(true);
-    setProblem("");
-    setMessage("");
-    try {
-      await what();
-    } catch (exc) {
-      setErrors(exc instanceof ApiError ? exc.fields : {});
-      setProblem(errorMessage(exc));
-    } finally {
-      setBusy(false);
-    }
-  };
-
   const save = () =>
     run(async () => {
       const spec = { interventions: draft };
@@ -122,10 +110,10 @@ function Editor({
         api.POST("/api/recipes/{recipe_id}/versions", { params: { path: { recipe_id: recipe.id } }, body: { spec } }),
       );
       setErrors({});
-      setMessage(`Saved as version ${version.number}.`);
       setDraft(null);
       setViewing(version.number);
       onSaved();
+      return `Saved as version ${version.number}.`;
     });
 
   const share = () =>
@@ -137,8 +125,8 @@ function Editor({
           body: { description, visibility, team: visibility === "team" ? team : null },
         }),
       );
-      setMessage("Sharing and description updated.");
       onSaved();
+      return "Sharing and description updated.";
     });
 
   const fork = () =>
