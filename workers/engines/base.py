@@ -14,7 +14,9 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from interventions.plan import EMPTY_RECIPE, CompiledRecipe
+from torch import Tensor
+
+from interventions.plan import EMPTY_RECIPE, CompiledRecipe, Site
 from interventions.spec import Adjustment
 
 
@@ -47,6 +49,25 @@ class SamplingParams:
             raise RequestError("seed must be in [0, 2**31)")
 
 
+Reduce = Literal["last", "mean", "none"]
+MAX_COLLECT_SITES = 256
+
+
+@dataclass(frozen=True)
+class Collect:
+    """Collect the prompt's activations instead of generating (building vectors, training and
+    evaluating probes). The forward is unsteered; the request ends after one ``CollectedEvent``.
+
+    Args:
+        sites: ``(layer, point)`` pairs, 1 to ``MAX_COLLECT_SITES`` of them.
+        reduce: ``last`` (the last prompt token's row), ``mean`` (over the prompt's tokens) or
+            ``none`` (every row, ``[prompt, width]``).
+    """
+
+    sites: tuple[Site, ...]
+    reduce: Reduce = "last"
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """One generation.
@@ -62,6 +83,7 @@ class GenerationRequest:
         forced_tokens: if given, these tokens are emitted instead of sampled ones (teacher forcing;
             the reads and logits are still those of the forced sequence).
         record_logits: attach the full next-token logits to each token event (tests, analysis).
+        collect: if given, no generation: the prompt's activations at its sites (see ``Collect``).
     """
 
     request_id: str
@@ -72,6 +94,7 @@ class GenerationRequest:
     scheduled: tuple[tuple[int, Adjustment], ...] = ()
     forced_tokens: tuple[int, ...] | None = None
     record_logits: bool = False
+    collect: Collect | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +128,15 @@ class AdjustedEvent:
     adjustment: Adjustment
 
 
+@dataclass(frozen=True)
+class CollectedEvent:
+    """A collect request's activations by site, float16 on the CPU: ``[width]`` for ``last`` and
+    ``mean``, ``[prompt, width]`` for ``none``."""
+
+    request_id: str
+    activations: Mapping[Site, Tensor]
+
+
 FinishReason = Literal["stop", "length", "aborted", "error"]
 
 
@@ -116,7 +148,7 @@ class FinishedEvent:
     error: str | None = None
 
 
-Event = ReadEvent | TokenEvent | AdjustedEvent | FinishedEvent
+Event = ReadEvent | TokenEvent | AdjustedEvent | CollectedEvent | FinishedEvent
 
 
 @dataclass(frozen=True)

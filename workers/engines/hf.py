@@ -187,6 +187,11 @@ class HFEngineCore(SteppedCore[_Live]):
                 req = self._pending.get_nowait()
             except queue.Empty:
                 break
+            if req.collect is not None:
+                if not self._collect_aborted(req.request_id, events):
+                    captured = self.source_activations(req.prompt_tokens, list(req.collect.sites))
+                    self._collected(req, captured, events)
+                continue
             live = self._join(req, partial(self._patch_sources, req), events)
             if live is None:
                 continue

@@ -8,10 +8,17 @@ import torch
 from torch import Tensor
 
 from interventions.plan import BatchPlan, RecipeError, Site, positions_contain, resolve_positions
-from interventions.sites import ModelShape
-from workers.engines.base import GenerationRequest, ReadEvent, RequestError
+from interventions.sites import POINTS, ModelShape
+from workers.engines.base import (
+    MAX_COLLECT_SITES,
+    Collect,
+    CollectedEvent,
+    GenerationRequest,
+    ReadEvent,
+    RequestError,
+)
 
-CAPABILITIES = ("steer", "ablate", "project_out", "clamp", "patch", "probe", "logit_lens", "when")
+CAPABILITIES = ("steer", "ablate", "project_out", "clamp", "patch", "probe", "logit_lens", "when", "collect")
 
 
 def validate_request(
@@ -27,7 +34,8 @@ def validate_request(
         raise RequestError("prompt tokens must be integers")
     if min(req.prompt_tokens) < 0 or max(req.prompt_tokens) >= vocab:
         raise RequestError(f"prompt token ids must be in [0, {vocab})")
-    need = len(req.prompt_tokens) + req.sampling.max_new_tokens + 1
+    generated = 0 if req.collect is not None else req.sampling.max_new_tokens + 1
+    need = len(req.prompt_tokens) + generated
     if need > max_context:
         raise RequestError(
             f"prompt ({len(req.prompt_tokens)} tokens) + max_new_tokens ({req.sampling.max_new_tokens}) "
@@ -35,6 +43,8 @@ def validate_request(
         )
     if req.forced_tokens is not None and any(not 0 <= t < vocab for t in req.forced_tokens):
         raise RequestError(f"forced token ids must be in [0, {vocab})")
+    if req.collect is not None:
+        _validate_collect(req, shape)
     recipe = req.recipe
     for item in recipe.items():
         layer, point = item.site
@@ -55,6 +65,38 @@ def validate_request(
     for lane in recipe.lanes:
         if lane.op == "patch" and lane.patch_text is not None and not has_tokenizer:
             raise RequestError("patch sources given as text need an engine with a tokenizer")
+
+
+def _validate_collect(req: GenerationRequest, shape: ModelShape) -> None:
+    collect = req.collect
+    assert collect is not None
+    if req.recipe.num_interventions or req.overrides or req.scheduled or req.forced_tokens is not None:
+        raise RequestError("a collect request reads the unsteered model: it takes no recipe or adjustments")
+    if not 1 <= len(collect.sites) <= MAX_COLLECT_SITES:
+        raise RequestError(f"collect needs 1 to {MAX_COLLECT_SITES} sites")
+    if len(set(collect.sites)) != len(collect.sites):
+        raise RequestError("collect names a site twice")
+    for site in collect.sites:
+        layer, point = site
+        if type(layer) is not int or not 0 <= layer < shape.num_layers:
+            raise RequestError(f"collect: layer {layer!r} out of range for this model")
+        if point not in POINTS:
+            raise RequestError(f"collect: unknown point {point!r}; valid points: {', '.join(POINTS)}")
+    if collect.reduce not in ("last", "mean", "none"):
+        raise RequestError(f"collect: reduce must be last, mean or none, not {collect.reduce!r}")
+
+
+def collected_event(request_id: str, collect: Collect, captured: Mapping[Site, Tensor]) -> CollectedEvent:
+    """A collect request's event from each site's ``[prompt, width]`` activations (float16, CPU)."""
+    out: dict[Site, Tensor] = {}
+    for site in collect.sites:
+        rows = captured[site].float()
+        if collect.reduce == "last":
+            rows = rows[-1]
+        elif collect.reduce == "mean":
+            rows = rows.mean(0)
+        out[site] = rows.to(torch.float16).cpu()
+    return CollectedEvent(request_id, out)
 
 
 def read_events(

@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from torch import Tensor
 
-from interventions.plan import BatchPlan
+from interventions.plan import BatchPlan, Site
 from interventions.spec import Adjustment
 from workers.engines.base import (
     AdjustedEvent,
@@ -30,6 +30,7 @@ from workers.engines.base import (
     RequestError,
     TokenEvent,
 )
+from workers.engines.requests import collected_event
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,26 @@ class SteppedCore(Generic[LiveT]):
         for item in keep:
             self._control.put(item)
         return mine
+
+    def _collect_aborted(self, rid: str, events: list[Event]) -> bool:
+        """Drain the control sent to collect request ``rid``; True (and finished) if it was aborted."""
+        early = self._drain_control_for(rid)
+        if any(kind == "abort" for kind, _, _ in early):
+            events.append(FinishedEvent(rid, "aborted", ()))
+            self._forget(rid)
+            return True
+        for item in early:  # adjustments of a request that will never run: nothing to apply
+            log.warning("engine.adjust_ignored %s: a collect request takes no adjustments", item[1])
+        return False
+
+    def _collected(
+        self, req: GenerationRequest, captured: Mapping[Site, Tensor], events: list[Event]
+    ) -> None:
+        """A collect request's activations, then its end (it generates nothing)."""
+        assert req.collect is not None
+        events.append(collected_event(req.request_id, req.collect, captured))
+        events.append(FinishedEvent(req.request_id, "stop", ()))
+        self._forget(req.request_id)
 
     def _join(
         self,

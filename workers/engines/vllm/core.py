@@ -26,6 +26,7 @@ import os
 import queue
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,7 @@ class VLLMEngineCore(SteppedCore[_Live]):
         self._init_requests()
         self._waiting: dict[str, _Waiting] = {}
         self._capture_of: dict[str, str] = {}  # capture request id -> the waiting request's id
+        self._collecting: dict[str, GenerationRequest] = {}  # capture request id -> collect request
         self.steps = 0
 
     # ------------------------------------------------------------------ public API
@@ -266,6 +268,16 @@ class VLLMEngineCore(SteppedCore[_Live]):
         return events
 
     def _control_before_admission(self, kind: str, rid: str, events: list[Event]) -> bool:
+        cid = f"{rid}#collect"
+        if cid in self._collecting:
+            if kind == "abort":
+                self.engine.abort_request([cid])
+                del self._collecting[cid]
+                self._capture_of.pop(cid, None)
+                self.runtime.captures.pop(cid, None)
+                events.append(FinishedEvent(rid, "aborted", ()))
+                self._forget(rid)
+            return True  # a collect request takes no adjustments
         waiting = self._waiting.get(rid)
         if waiting is not None and kind == "abort":  # still capturing its patch sources
             self._drop_waiting(waiting, events)
@@ -284,6 +296,9 @@ class VLLMEngineCore(SteppedCore[_Live]):
                 req = self._pending.get_nowait()
             except queue.Empty:
                 break
+            if req.collect is not None:
+                self._start_collect(req, events)
+                continue
             patches = [lane for lane in req.recipe.lanes if lane.op == "patch"]
             if patches:
                 self._start_captures(req, events)
@@ -351,9 +366,32 @@ class VLLMEngineCore(SteppedCore[_Live]):
         request.update_block_hashes()
 
     # ------------------------------------------------------------------ patch sources
-    def _start_captures(self, req: GenerationRequest, events: list[Event]) -> None:
+    def _capture(self, cid: str, rid: str, tokens: Sequence[int], sites: Sequence[Site]) -> None:
+        """An internal one-token request whose activations at ``sites`` the runtime keeps (an
+        unsteered forward: its id names no request of the plan)."""
         from vllm import SamplingParams
 
+        self.runtime.captures[cid] = {site: [] for site in sites}
+        self._capture_of[cid] = rid
+        params = SamplingParams(
+            max_tokens=1,
+            temperature=0.0,
+            ignore_eos=True,
+            detokenize=False,
+            extra_args={EXTRA_KEY: cid},
+            skip_reading_prefix_cache=True,  # every position's activations are computed
+        )
+        self.engine.add_request(cid, {"prompt_token_ids": list(tokens)}, params)
+
+    def _start_collect(self, req: GenerationRequest, events: list[Event]) -> None:
+        assert req.collect is not None
+        if self._collect_aborted(req.request_id, events):
+            return
+        cid = f"{req.request_id}#collect"
+        self._collecting[cid] = req
+        self._capture(cid, req.request_id, req.prompt_tokens, req.collect.sites)
+
+    def _start_captures(self, req: GenerationRequest, events: list[Event]) -> None:
         waiting = _Waiting(req=req, pending={})
         try:
             for lane in req.recipe.lanes:
@@ -366,17 +404,7 @@ class VLLMEngineCore(SteppedCore[_Live]):
                     raise RequestError(f"interventions[{lane.index}]: the patch source has no valid tokens")
                 cid = f"{req.request_id}#source{lane.index}"
                 waiting.pending[cid] = (lane.index, lane.site)
-                self.runtime.captures[cid] = {lane.site: []}
-                self._capture_of[cid] = req.request_id
-                params = SamplingParams(
-                    max_tokens=1,
-                    temperature=0.0,
-                    ignore_eos=True,
-                    detokenize=False,
-                    extra_args={EXTRA_KEY: cid},
-                    skip_reading_prefix_cache=True,  # every position's activations are computed
-                )
-                self.engine.add_request(cid, {"prompt_token_ids": list(tokens)}, params)
+                self._capture(cid, req.request_id, tokens, [lane.site])
         except RequestError as e:
             self._waiting[req.request_id] = waiting
             self._drop_waiting(waiting, events, reason="error", error=str(e))
@@ -386,6 +414,10 @@ class VLLMEngineCore(SteppedCore[_Live]):
     def _captured(self, cid: str, events: list[Event]) -> None:
         rid = self._capture_of.pop(cid)
         chunks = self.runtime.captures.pop(cid, {})
+        collecting = self._collecting.pop(cid, None)
+        if collecting is not None:
+            self._collected(collecting, {site: torch.cat(parts) for site, parts in chunks.items()}, events)
+            return
         waiting = self._waiting.get(rid)
         if waiting is None:
             return
