@@ -7,7 +7,7 @@ shell sets the CSRF cookie, which the app sends back on every unsafe API call.
 
 from __future__ import annotations
 
-from functools import cache
+from functools import lru_cache
 from pathlib import Path
 
 from django.conf import settings
@@ -20,7 +20,7 @@ NOT_BUILT = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title
 <p>Run <code>make frontend</code> (or <code>make demo</code>), then reload this page.</p></main></body></html>"""
 
 
-@cache
+@lru_cache(maxsize=1)  # the current build's shell; a rebuild replaces it
 def _cached_shell(path: Path, mtime: float) -> str:
     return path.read_text(encoding="utf-8")
 

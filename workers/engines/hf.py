@@ -176,9 +176,7 @@ class HFEngineCore(SteppedCore[_Live]):
         ran = self._forward(events)
         if ran:
             self.steps += 1
-            spare = self.min_step_time - (time.perf_counter() - started)
-            if spare > 0:
-                time.sleep(spare)
+            self._pace(started)
         return events
 
     def _admit(self, events: list[Event]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -61,6 +62,7 @@ class SteppedCore(Generic[LiveT]):
     """The queues, live table and control rules of an engine core; subclasses set ``plan``."""
 
     plan: BatchPlan
+    min_step_time: float
 
     def _init_requests(self) -> None:
         self._live: dict[str, LiveT] = {}
@@ -115,10 +117,7 @@ class SteppedCore(Generic[LiveT]):
             if kind == "abort":
                 self._finish(live, "aborted", events)
             elif adj is not None:
-                try:
-                    self.plan.adjust(rid, adj)
-                except ValueError as e:
-                    log.warning("engine.adjust_refused %s: %s", rid, e)
+                if not self._try_adjust(rid, adj):
                     continue
                 self._adjusted_live(live)
                 events.append(AdjustedEvent(rid, len(live.tokens), adj))
@@ -147,16 +146,37 @@ class SteppedCore(Generic[LiveT]):
             self._control.put(item)
         return mine
 
-    def _collect_aborted(self, rid: str, events: list[Event]) -> bool:
-        """Drain the control sent to collect request ``rid``; True (and finished) if it was aborted."""
+    def _early_control(self, rid: str, events: list[Event]) -> list[Control] | None:
+        """The control sent to ``rid`` before its admission, in order; None (and ``rid`` finished)
+        if it was aborted."""
         early = self._drain_control_for(rid)
         if any(kind == "abort" for kind, _, _ in early):
             events.append(FinishedEvent(rid, "aborted", ()))
             self._forget(rid)
-            return True
-        for item in early:  # adjustments of a request that will never run: nothing to apply
+            return None
+        return early
+
+    def _collect_aborted(self, rid: str, events: list[Event]) -> bool:
+        """Drain the control sent to collect request ``rid``; True (and finished) if it was aborted."""
+        early = self._early_control(rid, events)
+        for item in early or ():  # adjustments of a request that will never run: nothing to apply
             log.warning("engine.adjust_ignored %s: a collect request takes no adjustments", item[1])
-        return False
+        return early is None
+
+    def _try_adjust(self, rid: str, adjustment: Adjustment) -> bool:
+        """Apply a live adjustment to ``rid``'s plan slot; False (logged) if the plan refuses it."""
+        try:
+            self.plan.adjust(rid, adjustment)
+        except ValueError as e:
+            log.warning("engine.adjust_refused %s: %s", rid, e)
+            return False
+        return True
+
+    def _pace(self, started: float) -> None:
+        """Sleep out the rest of ``min_step_time`` (tests that act during a generation)."""
+        spare = self.min_step_time - (time.perf_counter() - started)
+        if spare > 0:
+            time.sleep(spare)
 
     def _collected(
         self, req: GenerationRequest, captured: Mapping[Site, Tensor], events: list[Event]
@@ -178,10 +198,8 @@ class SteppedCore(Generic[LiveT]):
         replayed adjustments apply. ``sources`` gives its patch sources (only if it was not aborted).
         """
         rid = req.request_id
-        early = self._drain_control_for(rid)
-        if any(kind == "abort" for kind, _, _ in early):
-            events.append(FinishedEvent(rid, "aborted", ()))
-            self._forget(rid)
+        early = self._early_control(rid, events)
+        if early is None:
             return None
         try:
             slot = self.plan.add(rid, req.recipe, len(req.prompt_tokens), sources())
@@ -195,12 +213,7 @@ class SteppedCore(Generic[LiveT]):
         for adj in req.overrides:
             self.plan.adjust(rid, adj)
         for _, _, early_adj in early:
-            if early_adj is None:
-                continue
-            try:
-                self.plan.adjust(rid, early_adj)
-            except ValueError as e:
-                log.warning("engine.adjust_refused %s: %s", rid, e)
+            if early_adj is None or not self._try_adjust(rid, early_adj):
                 continue
             self._adjusted_before_start(live)
             events.append(AdjustedEvent(rid, 0, early_adj))

@@ -1,6 +1,6 @@
 // The chat page: conversations on the left, the streaming transcript in the middle, the recipe's
 // live controls and the probe picker on the right.
-import { useCallback, useMemo, useReducer, useRef, useState } from "react";
+import { useCallback, useEffect, useMemo, useReducer, useRef, useState } from "react";
 import { Link, useNavigate, useParams } from "react-router";
 import { api, unwrap } from "../api/client";
 import type { Schemas } from "../api/client";
@@ -10,7 +10,7 @@ import { Knobs, initialKnobs, overridesOf } from "./Knobs";
 import type { Knob } from "./Knobs";
 import { NewConversation } from "./NewConversation";
 import { RunCard } from "./RunCard";
-import { describeIntervention, probeIndices } from "./heat";
+import { describeIntervention, indicesOf } from "./heat";
 import type { Intervention, RunSummary } from "./protocol";
 import { ACTIVE } from "./protocol";
 import { chatReducer, initialChat, isActive } from "./stream";
@@ -108,7 +108,7 @@ function Conversation({
   const { connection, closedReason, send } = useConversationSocket(conversation.id, state, dispatch, resumeOnOpen);
 
   const [knobs, setKnobs] = useState<(Knob | null)[]>(() => initialKnobs(interventions));
-  const probes = probeIndices(interventions);
+  const probes = indicesOf(interventions, "probe");
   const [probe, setProbe] = useState<number | null>(probes[0] ?? null);
   const [message, setMessage] = useState("");
   const [maxTokens, setMaxTokens] = useState(48);
@@ -118,6 +118,12 @@ function Conversation({
   const navigate = useNavigate();
 
   const activeRuns = Object.values(state.runs).filter(isActive);
+  // The first turn names an untitled conversation (the server does, before the turn's runs
+  // reach this page): the list then shows the new name.
+  const named = !conversation.title && state.turns.length > 0;
+  useEffect(() => {
+    if (named) onTurn();
+  }, [named, onTurn]);
 
   const onKnob = (index: number, change: Partial<Knob>, live: boolean) => {
     setKnobs((current) => current.map((k, i) => (i === index && k ? { ...k, ...change } : k)));
@@ -140,10 +146,7 @@ function Conversation({
       compare,
       ...(overrides.length ? { overrides } : {}),
     });
-    if (sent) {
-      setMessage("");
-      if (!conversation.title && state.turns.length === 0) window.setTimeout(onTurn, 500);
-    }
+    if (sent) setMessage("");
   };
 
   const replay = (run: number) => {

@@ -3,7 +3,7 @@
 import { useMemo, useState } from "react";
 import { Badge, Button, statusTone } from "../ui/components";
 import { ScoreChart } from "./ScoreChart";
-import { describeIntervention, heatColour, lensIndices } from "./heat";
+import { describeIntervention, heatColour, indicesOf } from "./heat";
 import type { RunState } from "./stream";
 import { isActive } from "./stream";
 
@@ -37,7 +37,7 @@ export function RunCard({
     [run.tokens, run.reads, hasProbe, key],
   );
   const maxAbs = scores.reduce<number>((m, s) => (s === null ? m : Math.max(m, Math.abs(s))), 0);
-  const lenses = lensIndices(interventions);
+  const lenses = indicesOf(interventions, "logit_lens");
   const detail = selected !== null ? run.reads[selected] : undefined;
   const label = probeItem && probe !== null ? describeIntervention(probeItem, probe) : "";
 

@@ -15,10 +15,7 @@ export function describeIntervention(item: Intervention, index: number): string 
   return `#${index} ${op}${name} @ layer ${item.layer}`;
 }
 
-export function probeIndices(interventions: Intervention[]): number[] {
-  return interventions.flatMap((item, index) => (item.op === "probe" ? [index] : []));
-}
-
-export function lensIndices(interventions: Intervention[]): number[] {
-  return interventions.flatMap((item, index) => (item.op === "logit_lens" ? [index] : []));
+/** The indices of the recipe's interventions of one op (its probes, its logit lenses). */
+export function indicesOf(interventions: Intervention[], op: Intervention["op"]): number[] {
+  return interventions.flatMap((item, index) => (item.op === op ? [index] : []));
 }

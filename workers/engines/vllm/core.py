@@ -262,19 +262,15 @@ class VLLMEngineCore(SteppedCore[_Live]):
                 self._on_token(live, token, logprob, logits, events)
             if out.finished and rid in self._live:
                 self._finish(live, live.finishing or "length", events, engine_done=True)
-        spare = self.min_step_time - (time.perf_counter() - started)
-        if spare > 0:
-            time.sleep(spare)
+        self._pace(started)
         return events
 
     def _control_before_admission(self, kind: str, rid: str, events: list[Event]) -> bool:
         cid = f"{rid}#collect"
         if cid in self._collecting:
             if kind == "abort":
-                self.engine.abort_request([cid])
                 del self._collecting[cid]
-                self._capture_of.pop(cid, None)
-                self.runtime.captures.pop(cid, None)
+                self._cancel_captures([cid])
                 events.append(FinishedEvent(rid, "aborted", ()))
                 self._forget(rid)
             return True  # a collect request takes no adjustments
@@ -436,13 +432,17 @@ class VLLMEngineCore(SteppedCore[_Live]):
     ) -> None:
         rid = waiting.req.request_id
         self._waiting.pop(rid, None)
-        if waiting.pending:
-            self.engine.abort_request(list(waiting.pending))
-        for cid in waiting.pending:
-            self._capture_of.pop(cid, None)
-            self.runtime.captures.pop(cid, None)
+        self._cancel_captures(list(waiting.pending))
         events.append(FinishedEvent(rid, reason, (), error=error))
         self._forget(rid)
+
+    def _cancel_captures(self, cids: list[str]) -> None:
+        """Abort internal capture requests and forget what they captured so far."""
+        if cids:
+            self.engine.abort_request(cids)
+        for cid in cids:
+            self._capture_of.pop(cid, None)
+            self.runtime.captures.pop(cid, None)
 
     # ------------------------------------------------------------------ outputs
     def _emit_reads(self, events: list[Event]) -> None:
