@@ -461,6 +461,7 @@ class TrainResult:
         heldout: metrics on the held-out rows; None when ``heldout_fraction`` was 0.
         n_train: number of training rows.
         n_heldout: number of held-out rows.
+        heldout_rows: indices of the held-out rows (sorted), for further evaluation of the split.
     """
 
     probe: LinearProbe
@@ -468,6 +469,7 @@ class TrainResult:
     heldout: ProbeMetrics | None
     n_train: int
     n_heldout: int
+    heldout_rows: Tensor | None = None
 
 
 def _stratified_split(y: Tensor, heldout_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -646,6 +648,7 @@ def train_probe(
         heldout=held_metrics,
         n_train=int(train_idx.numel()),
         n_heldout=int(held_idx.numel()),
+        heldout_rows=held_idx,
     )
 
 

@@ -39,6 +39,8 @@ INSTALLED_APPS = [
     "webapp.accounts",
     "webapp.library",
     "webapp.playground",
+    "webapp.jobs",
+    "webapp.compare",
 ]
 
 MIDDLEWARE = [
@@ -167,6 +169,10 @@ STEERLAB_RUN_LEASE_SECONDS = env_int("STEERLAB_RUN_LEASE_SECONDS", 30, minimum=2
 # Attempts a run gets: a run whose worker died is re-queued until this many attempts, then failed.
 STEERLAB_RUN_MAX_ATTEMPTS = env_int("STEERLAB_RUN_MAX_ATTEMPTS", 2, minimum=1)
 # Seconds a run keeps generating after its last browser closed (a reload resumes within it).
+# Jobs resume from their stored batches, so a job may be taken over more often than a run.
+STEERLAB_MAX_ACTIVE_JOBS = env_int("STEERLAB_MAX_ACTIVE_JOBS", 4, minimum=1)
+STEERLAB_JOB_TIME_LIMIT = env_int("STEERLAB_JOB_TIME_LIMIT", 6 * 3600, minimum=60)
+STEERLAB_JOB_MAX_ATTEMPTS = env_int("STEERLAB_JOB_MAX_ATTEMPTS", 4, minimum=1)
 STEERLAB_DETACH_GRACE_SECONDS = env_int("STEERLAB_DETACH_GRACE_SECONDS", 10, minimum=0)
 # Quotas per user.
 STEERLAB_MAX_CONCURRENT_RUNS = env_int("STEERLAB_MAX_CONCURRENT_RUNS", 4, minimum=1)

@@ -24,7 +24,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 app = Celery("steerlab")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 # Tasks live beside the services they wrap, in the web app's packages.
-app.autodiscover_tasks(["webapp.playground"])
+app.autodiscover_tasks(["webapp.playground", "webapp.jobs"])
 
 _reaper_stop = threading.Event()
 

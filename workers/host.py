@@ -281,6 +281,27 @@ class EngineHost:
         with self._models_lock:
             return self._models.get(name)
 
+    def start_requests(
+        self, model: HostedModel, requests: list[GenerationRequest]
+    ) -> Future[list[list[Event]]]:
+        """Submit ``requests`` together (they share the continuous batch); a future of each one's
+        events, in order. If one fails, the others are aborted and the future raises its error."""
+        return asyncio.run_coroutine_threadsafe(self._all_events(model, requests), self.loop)
+
+    async def _all_events(self, model: HostedModel, requests: list[GenerationRequest]) -> list[list[Event]]:
+        async def events(request: GenerationRequest) -> list[Event]:
+            return [event async for event in model.engine.submit(request)]
+
+        tasks = [asyncio.ensure_future(events(r)) for r in requests]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for request, task in zip(requests, tasks, strict=True):
+                if not task.done():
+                    model.engine.abort(request.request_id)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
     def open_run(self, control_group: str, *, detach_grace: float) -> RunStream:
         stream = RunStream(self, control_group, detach_grace)
         stream.open()

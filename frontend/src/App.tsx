@@ -4,7 +4,12 @@ import { api, csrfToken, unwrap } from "./api/client";
 import { useResource } from "./api/useResource";
 import { AccountPage } from "./accounts/AccountPage";
 import { TeamsPage } from "./accounts/TeamsPage";
+import { BoardPage } from "./boards/BoardPage";
+import { BoardsPage } from "./boards/BoardsPage";
 import { ChatPage } from "./chat/ChatPage";
+import { DatasetEditorPage } from "./datasets/DatasetEditorPage";
+import { JobPage } from "./jobs/JobPage";
+import { JobsPage } from "./jobs/JobsPage";
 import { LibraryPage } from "./library/LibraryPage";
 import { RecipeEditorPage } from "./recipes/RecipeEditorPage";
 import { RecipesPage } from "./recipes/RecipesPage";
@@ -14,6 +19,8 @@ const NAV = [
   ["/chat", "Chat"],
   ["/recipes", "Recipes"],
   ["/library", "Library"],
+  ["/jobs", "Jobs"],
+  ["/boards", "Boards"],
   ["/teams", "Teams"],
   ["/account", "Account"],
 ] as const;
@@ -51,6 +58,12 @@ export function App() {
           <Route path="/recipes/new" element={<RecipeEditorPage />} />
           <Route path="/recipes/:id" element={<RecipeEditorPage />} />
           <Route path="/library" element={<LibraryPage />} />
+          <Route path="/datasets/new" element={<DatasetEditorPage />} />
+          <Route path="/datasets/:id" element={<DatasetEditorPage />} />
+          <Route path="/jobs" element={<JobsPage />} />
+          <Route path="/jobs/:id" element={<JobPage />} />
+          <Route path="/boards" element={<BoardsPage />} />
+          <Route path="/boards/:id" element={<BoardPage />} />
           <Route path="/teams" element={<TeamsPage />} />
           <Route path="/account" element={<AccountPage />} />
           <Route path="*" element={<p>Nothing here. <a href="/app/chat">Back to the chat</a>.</p>} />

@@ -11,7 +11,20 @@ import pytest
 from playwright.sync_api import expect
 from support.browser import serious_violations, sign_up
 
-APP_PAGES = ["/app/chat", "/app/recipes", "/app/recipes/new", "/app/library", "/app/teams", "/app/account"]
+APP_PAGES = [
+    "/app/chat",
+    "/app/recipes",
+    "/app/recipes/new",
+    "/app/library",
+    "/app/teams",
+    "/app/account",
+    "/app/library?section=datasets",
+    "/app/datasets/new",
+    "/app/jobs",
+    "/app/jobs?form=vector",
+    "/app/jobs?form=sweep",
+    "/app/boards",
+]
 
 
 @pytest.mark.parametrize("path", ["/accounts/login/", "/accounts/signup/"])

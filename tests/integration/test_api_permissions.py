@@ -9,6 +9,7 @@ dict visibility -> codes for the endpoints that act on one seeded object."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,10 @@ from interventions.vectors import to_safetensors_bytes as vector_bytes
 from webapp.accounts import services
 from webapp.accounts.models import ApiToken, Invitation, Membership, Role, Team, User
 from webapp.api.api import api
+from webapp.compare import services as boards
+from webapp.compare.models import Board, BoardProbe
+from webapp.jobs import services as jobs
+from webapp.jobs.models import Job
 from webapp.library import services as library
 from webapp.library.models import (
     Dataset,
@@ -58,6 +63,18 @@ EDIT = {"private": (200, 404, 404, 401), "team": (200, 200, 404, 401), "public":
 DELETE = {"private": (204, 404, 404, 401), "team": (204, 204, 404, 401), "public": (204, 204, 403, 401)}
 NEW_VERSION = {"private": (201, 404, 404, 401), "team": (201, 201, 404, 401), "public": (201, 201, 403, 401)}
 FORK = {"private": (201, 404, 404, 401), "team": (201, 201, 404, 401), "public": (201, 201, 201, 401)}
+# Starting work on a seeded input: its viewers may; others get 400 at the input's field.
+USE = {"private": (201, 400, 400, 401), "team": (201, 201, 400, 401), "public": (201, 201, 201, 401)}
+# An editor's action refused by the object's state (a failed job cannot be cancelled).
+ENDED = {"private": (400, 404, 404, 401), "team": (400, 400, 404, 401), "public": (400, 400, 403, 401)}
+# A read refused by the object's state (no finished results yet), for everyone who can see it.
+READ_REFUSED = {"private": (400, 404, 404, 401), "team": (400, 400, 404, 401), "public": (400, 400, 400, 401)}
+ROWS = [
+    {"text": "a", "label": "x"},
+    {"text": "b", "label": "x"},
+    {"text": "c", "label": "y"},
+    {"text": "d", "label": "y"},
+]
 ANYONE: Codes = (200, 200, 200, 401)
 CREATED: Codes = (201, 201, 201, 401)
 STEER_PUBLIC = {"interventions": [{"op": "steer", "layer": 1, "vector": "{public_ref}", "scale": 2.0}]}
@@ -112,6 +129,50 @@ EXPECTED: dict[tuple[str, str], tuple[Any, Codes | dict[str, Codes]]] = {
     ("POST", "/api/conversations"): ({"deployment": "tiny", "recipe_id": "{recipe_id}"}, FORK),
     ("GET", "/api/conversations/{conversation_id}"): (None, (200, 404, 404, 401)),
     ("GET", "/api/runs/{run_id}"): (None, (200, 404, 404, 401)),
+    # datasets written in the editor
+    ("POST", "/api/datasets/rows"): ({"name": "typed", "kind": "labelled", "rows": ROWS}, CREATED),
+    ("GET", "/api/datasets/{dataset_id}/rows"): (None, GET_ONE),
+    ("PUT", "/api/datasets/{dataset_id}/rows"): ({"rows": ROWS}, EDIT),
+    # jobs: starting one needs its inputs to be visible (a hidden input is a 400 at its field);
+    # {job_id} is a failed job of the cell's visibility (so resuming it works, cancelling it is a 400)
+    ("GET", "/api/jobs"): (None, ANYONE),
+    ("POST", "/api/jobs/build-vector"): (
+        {"deployment": "tiny", "dataset_id": "{pairs_id}", "name": "v", "layers": [1]},
+        USE,
+    ),
+    ("POST", "/api/jobs/train-probe"): (
+        {"deployment": "tiny", "dataset_id": "{dataset_id}", "name": "p", "layer": 1},
+        USE,
+    ),
+    ("POST", "/api/jobs/sweep"): (
+        {
+            "deployment": "tiny",
+            "vector_id": "{vector_id}",
+            "name": "s",
+            "layers": [1],
+            "scales": [1.0],
+            "prompts": ["hi"],
+            "probe_ids": ["{probe_id}"],
+        },
+        USE,
+    ),
+    ("GET", "/api/jobs/{job_id}"): (None, GET_ONE),
+    ("POST", "/api/jobs/{job_id}/cancel"): (None, ENDED),
+    ("POST", "/api/jobs/{job_id}/resume"): (None, EDIT),
+    ("GET", "/api/jobs/{job_id}/cells/{cell}/transcripts"): (None, READ_REFUSED),
+    # boards ({board_id} holds {probe_id} and evaluates on a dataset of its own; it has no results yet)
+    ("GET", "/api/boards"): (None, ANYONE),
+    ("POST", "/api/boards"): (
+        {"deployment": "tiny", "name": "b", "dataset_id": "{dataset_id}", "probe_ids": ["{probe_id}"]},
+        USE,
+    ),
+    ("GET", "/api/boards/{board_id}"): (None, GET_ONE),
+    ("PATCH", "/api/boards/{board_id}"): ({"description": "changed"}, EDIT),
+    ("DELETE", "/api/boards/{board_id}"): (None, DELETE),
+    ("POST", "/api/boards/{board_id}/probes"): ({"probe_ids": ["{other_probe_id}"]}, EDIT),
+    ("DELETE", "/api/boards/{board_id}/probes/{probe_id}"): (None, DELETE),
+    ("POST", "/api/boards/{board_id}/evaluate"): (None, NEW_VERSION),
+    ("GET", "/api/boards/{board_id}/traces/{example}"): (None, READ_REFUSED),
 }
 
 
@@ -127,7 +188,7 @@ def _probe_file() -> bytes:
 FILES: dict[str, tuple[str, Callable[[], bytes]]] = {
     "vector": ("v.safetensors", _vector_file),
     "probe": ("p.safetensors", _probe_file),
-    "dataset": ("d.jsonl", lambda: b'{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n'),
+    "dataset": ("d.jsonl", lambda: "\n".join(json.dumps(r) for r in ROWS).encode()),
 }
 
 
@@ -159,7 +220,25 @@ def _seed(alice: User, team: Team, deployment: ModelDeployment) -> dict[str, dic
         recipe, _ = library.create_recipe(
             alice, deployment, f"r-{vis}", _format(STEER, {"ref": used.public_id}), **kw
         )
+        pairs = library.create_dataset_rows(
+            alice, f"pairs-{vis}", "contrastive", [{"positive": "a", "negative": "b"}] * 2, **kw
+        )
+        other_probe = library.upload_probe(
+            alice, deployment, f"o-{vis}", "o.safetensors", _probe_file(), layer=2, **kw
+        )
+        job = jobs.train_probe(alice, deployment, dataset_id=dataset.pk, name=f"j-{vis}", layer=1, **kw)
+        Job.objects.filter(pk=job.pk).update(status="failed", error="seeded")
+        evaluation = library.create_dataset_rows(alice, f"e-{vis}", "labelled", ROWS, **kw)
+        board = boards.create_board(
+            alice, deployment, name=f"b-{vis}", dataset_id=evaluation.pk, probe_ids=[probe.pk], **kw
+        )
         seeded[vis] = {
+            "pairs_id": pairs.pk,
+            "other_probe_id": other_probe.pk,
+            "job_id": job.pk,
+            "board_id": board.pk,
+            "cell": 0,
+            "example": 0,
             "vector_id": vector.pk,
             "probe_id": probe.pk,
             "dataset_id": dataset.pk,
@@ -219,6 +298,14 @@ def _state() -> dict[str, list[tuple[Any, ...]]]:
             Conversation.objects.order_by("pk").values_list("pk", "owner_id", "recipe_version_id", "title")
         ),
         "runs": list(Run.objects.order_by("pk").values_list("pk", "user_id", "status")),
+        "datasets": list(Dataset.objects.order_by("pk").values_list("pk", "content_hash", "row_count")),
+        "jobs": list(
+            Job.objects.order_by("pk").values_list("pk", "status", "attempt", "visibility", "team_id")
+        ),
+        "boards": list(
+            Board.objects.order_by("pk").values_list("pk", "visibility", "team_id", "description")
+        ),
+        "board_probes": list(BoardProbe.objects.order_by("pk").values_list("board_id", "probe_id")),
     }
 
 
@@ -290,19 +377,24 @@ def test_permission_matrix(
     assert response.status_code == expected, response.content
     if expected >= 400:
         assert _state() == before
-        assert set(response.json()) == {"detail"}
+        assert set(response.json()) <= {"detail", "errors"} and "detail" in response.json()
     elif method == "GET":
         assert _state() == before
 
 
-@pytest.mark.parametrize("collection", ["vectors", "probes", "datasets", "recipes"])
+@pytest.mark.parametrize("collection", ["vectors", "probes", "datasets", "recipes", "jobs", "boards"])
 def test_listing_never_shows_others_private_objects(
     collection: str, alice: User, bob: User, carol: User, team_t: Team
 ) -> None:
     seeded = _seed(alice, team_t, _deployment())
-    key = {"vectors": "vector_id", "probes": "probe_id", "datasets": "dataset_id", "recipes": "recipe_id"}[
-        collection
-    ]
+    key = {
+        "vectors": "vector_id",
+        "probes": "probe_id",
+        "datasets": "dataset_id",
+        "recipes": "recipe_id",
+        "jobs": "job_id",
+        "boards": "board_id",
+    }[collection]
     ids = {vis: seeded[vis][key] for vis in VISIBILITIES}
     seen: dict[str, set[int]] = {}
     for user in (alice, bob, carol):

@@ -89,3 +89,50 @@ def test_a_vllm_deployment_streams_a_steered_turn_with_reads_live_adjustment_and
     generated_reads = [f for f in ws.of(adjusted, "reads") if f["index"] >= 0]
     assert [f["index"] for f in generated_reads] == list(range(24))
     assert runs[replay].status == RunStatus.DONE and runs[replay].tokens == runs[adjusted].tokens
+
+
+def test_jobs_run_on_a_vllm_deployment(alice: Any, vllm_deployment: Any) -> None:
+    """Collect requests (probe training, board evaluation) and sweeps (steered generation with
+    logits, teacher forcing) through the vLLM engine: the planted marker is found, and a sweep's
+    KL is 0 at scale 0 and grows with the scale. (A host of its own: an earlier test's loop, which
+    the embedded host was bound to, has closed.)"""
+    from webapp.compare import services as boards
+    from webapp.jobs import services as jobs
+    from webapp.jobs.runner import execute_job
+    from webapp.library import services as library
+    from webapp.playground.examples import marker_rows
+
+    host = hosting.get_host()
+    train = library.create_dataset_rows(alice, "train", "labelled", marker_rows(64, seed=1))
+    job = jobs.train_probe(alice, vllm_deployment, dataset_id=train.pk, name="marker", layer=2)
+    assert execute_job(job.pk, host).status == "done"
+    job.refresh_from_db()
+    assert job.probe is not None and job.probe.metrics["heldout"]["auroc"] > 0.95
+
+    evaluation = library.create_dataset_rows(alice, "eval", "labelled", marker_rows(32, seed=2))
+    board = boards.create_board(
+        alice, vllm_deployment, name="b", dataset_id=evaluation.pk, probe_ids=[job.probe.pk]
+    )
+    evaluate = boards.evaluate(alice, board)
+    assert execute_job(evaluate.pk, host).status == "done"
+    evaluate.refresh_from_db()
+    assert evaluate.result["probes"][0]["metrics"]["auroc"] > 0.95
+
+    version = create_example_recipe(alice, vllm_deployment)
+    vector_id = int(version.spec["interventions"][0]["vector"].removeprefix("vec_"))
+    layer = version.spec["interventions"][0]["layer"]
+    sweep = jobs.sweep(
+        alice,
+        vllm_deployment,
+        vector_id=vector_id,
+        name="s",
+        layers=[layer],
+        scales=[0.0, 2.0, 8.0],
+        prompts=["Once upon a time"],
+        probe_ids=[],  # a sweep without reads: the baseline runs with no interventions at all
+        max_new_tokens=6,
+    )
+    assert execute_job(sweep.pk, host).status == "done"
+    sweep.refresh_from_db()
+    kl = [cell["kl_mean"] for cell in sweep.result["cells"]]
+    assert kl[0] <= 1e-6 < kl[1] < kl[2]

@@ -99,3 +99,6 @@ api.add_router("", library_router)
 from webapp.api.playground import router as playground_router  # noqa: E402
 
 api.add_router("", playground_router)
+from webapp.api.jobs import router as jobs_router  # noqa: E402
+
+api.add_router("", jobs_router)

@@ -367,6 +367,41 @@ def list_datasets(request: HttpRequest, q: str | None = None) -> QuerySet[Any]:
     return _search(_visible(request, Dataset), q)
 
 
+class DatasetRowsIn(Schema):
+    name: str
+    kind: DatasetKind
+    rows: list[dict[str, Any]]
+    description: str = ""
+    visibility: Visibility = Visibility.PRIVATE
+    team: int | None = None
+
+
+class RowsIn(Schema):
+    rows: list[dict[str, Any]]
+
+
+class RowsOut(Schema):
+    kind: DatasetKind
+    rows: list[dict[str, str]]
+    labels: list[str]  # a labelled dataset's distinct labels (sorted); [] for contrastive pairs
+
+
+@router.post("/datasets/rows", response={201: DatasetOut, **DENIED})
+def create_dataset_rows(request: HttpRequest, payload: DatasetRowsIn) -> Status[object]:
+    """A dataset written in the editor (the same checks as an upload)."""
+    user = _user(request)
+    obj = services.create_dataset_rows(
+        user,
+        payload.name,
+        payload.kind,
+        payload.rows,
+        description=payload.description,
+        team=_team(user, payload.team),
+        visibility=payload.visibility,
+    )
+    return Status(201, obj)
+
+
 @router.get("/datasets/{dataset_id}", response={200: DatasetOut, 404: DetailOut})
 def get_dataset(request: HttpRequest, dataset_id: int) -> Dataset:
     return services.get_visible(_user(request), Dataset, dataset_id)
@@ -394,6 +429,23 @@ def upload_dataset(
         visibility=visibility,
     )
     return Status(201, obj)
+
+
+def _rows(dataset: Dataset) -> dict[str, Any]:
+    labels = sorted({r["label"] for r in dataset.rows}) if dataset.kind == DatasetKind.LABELLED else []
+    return {"kind": dataset.kind, "rows": dataset.rows, "labels": labels}
+
+
+@router.get("/datasets/{dataset_id}/rows", response={200: RowsOut, 404: DetailOut})
+def get_dataset_rows(request: HttpRequest, dataset_id: int) -> dict[str, Any]:
+    return _rows(services.get_visible(_user(request), Dataset, dataset_id))
+
+
+@router.put("/datasets/{dataset_id}/rows", response={200: RowsOut, **DENIED})
+def replace_dataset_rows(request: HttpRequest, dataset_id: int, payload: RowsIn) -> dict[str, Any]:
+    user = _user(request)
+    dataset = services.get_visible(user, Dataset, dataset_id)
+    return _rows(services.replace_dataset_rows(user, dataset, payload.rows))
 
 
 @router.patch("/datasets/{dataset_id}", response={200: DatasetOut, **DENIED})

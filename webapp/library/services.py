@@ -31,6 +31,7 @@ refuses any other path (admin, shell) with ``ProtectedError``.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -131,7 +132,7 @@ def _require_edit(user: User | Any, obj: Owned, what: str) -> None:
         raise PermissionDenied(f"You cannot change this {what}.")
 
 
-def _check_sharing(user: User, team: Team | None, visibility: str) -> str:
+def check_sharing(user: User, team: Team | None, visibility: str) -> str:
     """Validate a (team, visibility) choice for an object ``user`` creates or re-shares."""
     try:
         vis = Visibility(visibility)
@@ -149,7 +150,7 @@ def set_visibility(user: User, obj: OwnedT, visibility: str, team: Team | None =
     if not _authenticated(user) or obj.owner_id != user.pk:
         raise PermissionDenied("Only the owner can change who can see this.")
     team = team if team is not None else obj.team
-    obj.visibility = _check_sharing(user, team, visibility)
+    obj.visibility = check_sharing(user, team, visibility)
     obj.team = team
     obj.save(update_fields=["visibility", "team", "updated_at"])
     log.info(
@@ -221,7 +222,7 @@ def register_deployment(
 # --------------------------------------------------------------------------------------------
 # Uploads
 # --------------------------------------------------------------------------------------------
-def _name(name: str) -> str:
+def clean_name(name: str) -> str:
     name = name.strip()
     if not name:
         raise ValidationError("A name is required.")
@@ -243,8 +244,8 @@ def upload_vector(
     visibility: str = "private",
 ) -> SteeringVector:
     """Store an uploaded steering vector (safetensors, GGUF or .npy) checked against ``deployment``."""
-    vis = _check_sharing(user, team, visibility)
-    name = _name(name)
+    vis = check_sharing(user, team, visibility)
+    name = clean_name(name)
     try:
         vector = parse_vector_upload(
             data, filename, num_layers=deployment.num_layers, hidden_size=deployment.hidden_size, layer=layer
@@ -258,12 +259,40 @@ def upload_vector(
     }
     if vector.model is not None:
         provenance["model_hint"] = vector.model
-    obj = SteeringVector.objects.create(
-        owner=user,
+    obj = save_vector(
+        user,
+        deployment,
+        name,
+        vector,
+        provenance=provenance,
+        description=description,
         team=team,
         visibility=vis,
+    )
+    log.info("library.vector_uploaded", extra={"id": obj.pk, "user_id": user.pk})
+    return obj
+
+
+def save_vector(
+    user: User,
+    deployment: ModelDeployment,
+    name: str,
+    vector: vector_io.SteeringVector,
+    *,
+    provenance: dict[str, Any],
+    description: str = "",
+    team: Team | None = None,
+    visibility: str = "private",
+) -> SteeringVector:
+    """Store a checked vector (uploaded, or built by a job) in ``user``'s library."""
+    if vector.hidden_size != deployment.hidden_size or max(vector.layers) >= deployment.num_layers:
+        raise ValidationError(f"The vector does not fit deployment {deployment.name!r}.")
+    return SteeringVector.objects.create(
+        owner=user,
+        team=team,
+        visibility=check_sharing(user, team, visibility),
         deployment=deployment,
-        name=name,
+        name=clean_name(name),
         description=description,
         method=vector.method,
         provenance=provenance,
@@ -272,8 +301,6 @@ def upload_vector(
         tensors=vector_io.to_safetensors_bytes(vector),
         content_hash=vector.content_hash(),
     )
-    log.info("library.vector_uploaded", extra={"id": obj.pk, "user_id": user.pk})
-    return obj
 
 
 def upload_probe(
@@ -291,8 +318,8 @@ def upload_probe(
     visibility: str = "private",
 ) -> Probe:
     """Store an uploaded linear probe (safetensors) for one site of ``deployment``."""
-    vis = _check_sharing(user, team, visibility)
-    name = _name(name)
+    vis = check_sharing(user, team, visibility)
+    name = clean_name(name)
     if point not in Point.values:
         raise ValidationError(f"Unknown point {point!r}: use one of {', '.join(Point.values)}.")
     width = deployment.mlp_size if point == "mlp_act" else deployment.hidden_size
@@ -302,25 +329,58 @@ def upload_probe(
         )
     except UploadError as exc:
         raise ValidationError(str(exc)) from exc
-    obj = Probe.objects.create(
-        owner=user,
+    obj = save_probe(
+        user,
+        deployment,
+        name,
+        probe,
+        layer=absolute,
+        point=point,
+        metrics=metrics or {},
+        provenance={"source": "upload", "filename": Path(filename).name},
+        description=description,
         team=team,
         visibility=vis,
+    )
+    log.info("library.probe_uploaded", extra={"id": obj.pk, "user_id": user.pk})
+    return obj
+
+
+def save_probe(
+    user: User,
+    deployment: ModelDeployment,
+    name: str,
+    probe: probe_io.LinearProbe,
+    *,
+    layer: int,
+    point: str,
+    metrics: dict[str, Any],
+    provenance: dict[str, Any],
+    description: str = "",
+    team: Team | None = None,
+    visibility: str = "private",
+) -> Probe:
+    """Store a checked probe (uploaded, or trained by a job) for one site of ``deployment``."""
+    width = deployment.mlp_size if point == "mlp_act" else deployment.hidden_size
+    if probe.hidden_size != width or not 0 <= layer < deployment.num_layers:
+        raise ValidationError(f"The probe does not fit {point} of layer {layer} of {deployment.name!r}.")
+    return Probe.objects.create(
+        owner=user,
+        team=team,
+        visibility=check_sharing(user, team, visibility),
         deployment=deployment,
-        name=name,
+        name=clean_name(name),
         description=description,
-        layer=absolute,
+        layer=layer,
         point=point,
         width=probe.hidden_size,
         weight=probe_io.to_safetensors_bytes(probe),
         bias=probe.bias,
         label_names=list(probe.labels),
-        metrics=metrics or {},
-        provenance={"source": "upload", "filename": Path(filename).name},
+        metrics=metrics,
+        provenance=provenance,
         content_hash=probe.content_hash(),
     )
-    log.info("library.probe_uploaded", extra={"id": obj.pk, "user_id": user.pk})
-    return obj
 
 
 def upload_dataset(
@@ -335,8 +395,8 @@ def upload_dataset(
     visibility: str = "private",
 ) -> Dataset:
     """Store an uploaded CSV/JSONL dataset (labelled prompts or contrastive pairs)."""
-    vis = _check_sharing(user, team, visibility)
-    name = _name(name)
+    vis = check_sharing(user, team, visibility)
+    name = clean_name(name)
     try:
         parsed = parse_dataset(data, filename, kind=kind)
     except UploadError as exc:
@@ -355,6 +415,58 @@ def upload_dataset(
     )
     log.info("library.dataset_uploaded", extra={"id": obj.pk, "user_id": user.pk})
     return obj
+
+
+def _rows_as_jsonl(rows: Any) -> bytes:
+    if not isinstance(rows, list):
+        raise ValidationError({"rows": ["a list of row objects"]})
+    return "\n".join(json.dumps(row, ensure_ascii=False) for row in rows).encode()
+
+
+def create_dataset_rows(
+    user: User,
+    name: str,
+    kind: str,
+    rows: Any,
+    *,
+    description: str = "",
+    team: Team | None = None,
+    visibility: str = "private",
+) -> Dataset:
+    """Store a dataset written in the browser's editor (validated exactly like an upload)."""
+    vis = check_sharing(user, team, visibility)
+    name = clean_name(name)
+    try:
+        parsed = parse_dataset(_rows_as_jsonl(rows), "rows.jsonl", kind=kind)
+    except UploadError as exc:
+        raise ValidationError({"rows": [str(exc)]}) from exc
+    return Dataset.objects.create(
+        owner=user,
+        team=team,
+        visibility=vis,
+        name=name,
+        description=description,
+        kind=parsed.kind,
+        rows=parsed.rows,
+        row_count=len(parsed.rows),
+        content_hash=parsed.content_hash,
+        provenance={"source": "editor"},
+    )
+
+
+def replace_dataset_rows(user: User, dataset: Dataset, rows: Any) -> Dataset:
+    """Replace a dataset's rows (editors). Jobs and boards pinned the old content hash: a job that
+    has not finished fails rather than mix the two versions; a board's next evaluation uses these."""
+    _require_edit(user, dataset, "dataset")
+    try:
+        parsed = parse_dataset(_rows_as_jsonl(rows), "rows.jsonl", kind=dataset.kind)
+    except UploadError as exc:
+        raise ValidationError({"rows": [str(exc)]}) from exc
+    dataset.rows = parsed.rows
+    dataset.row_count = len(parsed.rows)
+    dataset.content_hash = parsed.content_hash
+    dataset.save(update_fields=["rows", "row_count", "content_hash", "updated_at"])
+    return dataset
 
 
 # --------------------------------------------------------------------------------------------
@@ -521,13 +633,13 @@ def create_recipe(
     visibility: str = "private",
 ) -> tuple[Recipe, RecipeVersion]:
     """Create a recipe with its version 1; nothing is written when the spec is invalid."""
-    vis = _check_sharing(user, team, visibility)
+    vis = check_sharing(user, team, visibility)
     recipe = Recipe.objects.create(
         owner=user,
         team=team,
         visibility=vis,
         deployment=deployment,
-        name=_name(name),
+        name=clean_name(name),
         description=description,
     )
     return recipe, _write_version(user, recipe, spec_json)
@@ -569,13 +681,13 @@ def fork_recipe(
     """Copy a recipe version into a new recipe of ``user``'s (re-validated for the new author)."""
     source = version.recipe
     _require_view(user, source, "recipe")
-    vis = _check_sharing(user, team, visibility)
+    vis = check_sharing(user, team, visibility)
     recipe = Recipe.objects.create(
         owner=user,
         team=team,
         visibility=vis,
         deployment=source.deployment,
-        name=_name(name or f"{source.name} (fork)"),
+        name=clean_name(name or f"{source.name} (fork)"),
         description=source.description,
         forked_from_version=version,
     )
@@ -631,13 +743,13 @@ def _fork(
 ) -> OwnedT:
     """Copy a visible object into ``user``'s library; ``forked_from`` and provenance say where from."""
     _require_view(user, source, what)
-    vis = _check_sharing(user, team, visibility)
+    vis = check_sharing(user, team, visibility)
     fields = {f: _copy(getattr(source, f)) for f in _FORK_FIELDS[type(source)]}
     fork: OwnedT = type(source)._default_manager.create(
         owner=user,
         team=team,
         visibility=vis,
-        name=_name(name or f"{source.name} (fork)"),
+        name=clean_name(name or f"{source.name} (fork)"),
         provenance=_fork_provenance(source, public_id),  # type: ignore[arg-type]
         forked_from=source,
         **fields,
@@ -727,8 +839,15 @@ def delete_recipe(user: User, recipe: Recipe) -> None:
 
 
 def delete_dataset(user: User, dataset: Dataset) -> None:
+    """Delete a dataset; refused while a comparison board evaluates on it."""
     _require_edit(user, dataset, "dataset")
-    dataset.delete()
+    try:
+        with transaction.atomic():
+            dataset.delete()
+    except ProtectedError:  # Board.dataset is PROTECT: a board's results must stay explainable
+        raise ValidationError(
+            f"Dataset {dataset.name!r} is the evaluation set of a comparison board and cannot be deleted."
+        ) from None
 
 
 def public_id(obj: Model) -> str:

@@ -27,7 +27,7 @@ def dispatch_run(run_id: int) -> None:
             return
         execute_run_task.apply_async((run_id,), queue=queue)
     else:
-        _embedded().submit(_run_embedded, run_id)
+        embedded_pool().submit(_run_embedded, run_id)
 
 
 def requeue_expired_runs() -> list[int]:
@@ -40,7 +40,8 @@ def requeue_expired_runs() -> list[int]:
     return requeued
 
 
-def _embedded() -> ThreadPoolExecutor:
+def embedded_pool() -> ThreadPoolExecutor:
+    """The embedded dispatcher's threads (runs and jobs)."""
     global _executor
     with _executor_lock:
         if _executor is None:

@@ -6,6 +6,7 @@ Its vector and probe are seeded random directions, named as such: they show the 
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import torch
@@ -68,3 +69,71 @@ def create_example_recipe(user: User, deployment: ModelDeployment, *, seed: int 
         description="Steers with the example direction, scores every token, decodes the middle layer.",
     )
     return version
+
+
+MARKER = "QQQ"
+_FILLER = [
+    "the",
+    "a",
+    "river",
+    "stone",
+    "cloud",
+    "quiet",
+    "morning",
+    "green",
+    "small",
+    "house",
+    "over",
+    "under",
+    "light",
+    "road",
+    "city",
+    "bright",
+    "window",
+    "paper",
+    "music",
+    "table",
+    "garden",
+    "slow",
+    "warm",
+    "blue",
+    "dog",
+    "cat",
+    "bird",
+    "tree",
+    "hill",
+]
+
+
+def marker_rows(n: int, seed: int = 0) -> list[dict[str, str]]:
+    """Labelled prompts whose answer is known: "yes" rows end with the marker word, "no" rows
+    never contain it (a probe of the last token finds it even in a random-weight model)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        words = [rng.choice(_FILLER) for _ in range(rng.randint(4, 9))]
+        label = "yes" if i % 2 == 0 else "no"
+        rows.append({"text": " ".join([*words, MARKER] if label == "yes" else words), "label": label})
+    return rows
+
+
+def marker_pairs(n: int, seed: int = 0) -> list[dict[str, str]]:
+    """Contrastive pairs: the same prompt with and without the marker word at its end."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        words = [rng.choice(_FILLER) for _ in range(rng.randint(4, 9))]
+        out.append({"positive": " ".join([*words, MARKER]), "negative": " ".join(words)})
+    return out
+
+
+def create_example_datasets(user: User) -> None:
+    """A training set, an evaluation set and contrastive pairs for the marker (the demo's jobs)."""
+    for name, kind, rows in (
+        ("marker: training prompts", "labelled", marker_rows(96, seed=1)),
+        ("marker: evaluation prompts", "labelled", marker_rows(64, seed=2)),
+        ("marker: contrastive pairs", "contrastive", marker_pairs(48, seed=3)),
+    ):
+        library.create_dataset_rows(
+            user, name, kind, rows, description=f"Synthetic: prompts that end with {MARKER!r} or not."
+        )

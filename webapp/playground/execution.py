@@ -16,19 +16,19 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import numpy as np
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connections, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from interventions.plan import ProbeData, VectorData, compile_recipe
 from interventions.spec import Adjustment, parse_recipe
-from webapp.library.models import PROBE_PREFIX, VECTOR_PREFIX, Probe, SteeringVector
+from webapp import leases
+from webapp.leases import LeaseLost
+from webapp.library.models import PROBE_PREFIX, VECTOR_PREFIX, ModelDeployment, Probe, SteeringVector
 from webapp.library.services import probe_data, vector_data
 from webapp.playground.models import Message, Run, RunEvent, RunStatus
 from webapp.playground.services import control_group, conversation_group, engine_status_key
@@ -54,94 +54,41 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
-class LeaseLost(Exception):
-    """Another worker (or the reaper) took the run over: stop without writing anything."""
-
-
-# --------------------------------------------------------------------------------------------
-# Claiming and leases
-# --------------------------------------------------------------------------------------------
-def _lease_until() -> Any:
-    return timezone.now() + timedelta(seconds=settings.STEERLAB_RUN_LEASE_SECONDS)
-
-
 def claim_run(run_id: int, worker: str) -> int | None:
-    """Take ``run_id`` for ``worker``; its new attempt number, or None when it is not ours to run.
-
-    A queued run is claimed as its next attempt; so is a running run whose lease expired (its
-    worker died), while attempts remain. One conditional UPDATE each: two workers never both win.
-    """
-    now = timezone.now()
-    changes = {
-        "status": RunStatus.RUNNING,
-        "attempt": F("attempt") + 1,
-        "lease_owner": worker,
-        "lease_expires_at": _lease_until(),
-        "started_at": now,
-    }
+    """Take ``run_id`` for ``worker``; its new attempt number, or None when it is not ours to run."""
     max_attempts = settings.STEERLAB_RUN_MAX_ATTEMPTS
-    claimed = Run.objects.filter(pk=run_id, status=RunStatus.QUEUED, attempt__lt=max_attempts).update(
-        **changes
+    return leases.claim(
+        Run,
+        run_id,
+        worker,
+        lease_seconds=settings.STEERLAB_RUN_LEASE_SECONDS,
+        max_attempts=max_attempts,
+        exhausted={
+            "finish_reason": "error",
+            "error": f"its worker stopped answering and no attempt is left ({max_attempts} allowed)",
+        },
     )
-    if not claimed:
-        claimed = Run.objects.filter(
-            pk=run_id, status=RunStatus.RUNNING, lease_expires_at__lt=now, attempt__lt=max_attempts
-        ).update(**changes)
-    if not claimed:
-        # Re-queued (by a reaper whose settings allowed it) with no attempt left here: end it
-        # rather than leave it queued for ever.
-        if Run.objects.filter(pk=run_id, status=RunStatus.QUEUED, attempt__gte=max_attempts).update(
-            status=RunStatus.FAILED,
-            finished_at=now,
-            finish_reason="error",
-            error=f"its worker stopped answering and no attempt is left ({max_attempts} allowed)",
-        ):
-            log.warning("playground.run_attempts_exhausted", extra={"run": run_id})
-        return None
-    return int(Run.objects.filter(pk=run_id).values_list("attempt", flat=True).get())
 
 
 def lease_state(run_id: int) -> tuple[str, float] | None:
     """(status, seconds until the lease expires) of a run, or None if it does not exist."""
-    row = Run.objects.filter(pk=run_id).values_list("status", "lease_expires_at").first()
-    if row is None:
-        return None
-    status, expires = row
-    left = (expires - timezone.now()).total_seconds() if expires is not None else 0.0
-    return status, left
+    return leases.state(Run, run_id)
 
 
 def _renew(run_id: int, worker: str, attempt: int) -> None:
-    renewed = Run.objects.filter(
-        pk=run_id, status=RunStatus.RUNNING, lease_owner=worker, attempt=attempt
-    ).update(lease_expires_at=_lease_until())
-    if not renewed:
-        raise LeaseLost(f"run {run_id} attempt {attempt} is no longer held by {worker}")
+    leases.renew(Run, run_id, worker, attempt, settings.STEERLAB_RUN_LEASE_SECONDS)
 
 
 def reap_expired_runs() -> list[int]:
-    """Re-queue (while attempts remain) or fail running runs whose lease expired; their ids.
-
-    Returns the ids of re-queued runs: the caller dispatches them again.
-    """
-    now = timezone.now()
-    requeued: list[int] = []
-    expired = Run.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now)
-    for run_id, attempt in expired.values_list("pk", "attempt"):
-        if attempt < settings.STEERLAB_RUN_MAX_ATTEMPTS:
-            if Run.objects.filter(pk=run_id, status=RunStatus.RUNNING, lease_expires_at__lt=now).update(
-                status=RunStatus.QUEUED, lease_owner="", lease_expires_at=None
-            ):
-                requeued.append(run_id)
-                log.warning("playground.run_requeued", extra={"run": run_id, "attempt": attempt})
-        elif Run.objects.filter(pk=run_id, status=RunStatus.RUNNING, lease_expires_at__lt=now).update(
-            status=RunStatus.FAILED,
-            finished_at=now,
-            finish_reason="error",
-            error=f"its worker stopped answering (attempt {attempt} of {attempt})",
-        ):
-            log.warning("playground.run_lease_expired", extra={"run": run_id, "attempt": attempt})
-    return requeued
+    """Re-queue (while attempts remain) or fail running runs whose lease expired; the re-queued ids."""
+    return leases.reap(
+        Run,
+        max_attempts=settings.STEERLAB_RUN_MAX_ATTEMPTS,
+        failed={
+            "finish_reason": "error",
+            "error": "its worker stopped answering (attempt {attempt} of {attempt})",
+        },
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,8 +115,8 @@ def _resolve(run: Run, host: EngineHost) -> dict[str, VectorData | ProbeData]:
     return resolved
 
 
-def _load_model(run: Run) -> HostedModel:
-    deployment = run.deployment
+def load_deployment(deployment: ModelDeployment) -> HostedModel:
+    """Load ``deployment``'s engine with this process's settings (once per process: ``host.model``)."""
     options: dict[str, Any] = {}
     if deployment.engine == "vllm" and settings.STEERLAB_VLLM_KV_CACHE_BYTES:
         options["kv_cache_bytes"] = settings.STEERLAB_VLLM_KV_CACHE_BYTES
@@ -437,7 +384,7 @@ def _generate(run: Run, attempt: int, worker: str, host: EngineHost, stream: Any
     sink = EventSink(host, run.pk, run.conversation_id, attempt)
     sink.emit("started", run_kind=run.kind, prompt_tokens=len(run.prompt_tokens))
     try:
-        model = host.model(run.deployment.name, lambda: _load_model(run))
+        model = host.model(run.deployment.name, lambda: load_deployment(run.deployment))
         _safely(record_engine_status, host, run.deployment.name)
         request = build_request(run, host, model, attempt)
         transcript = _Transcript(len(run.prompt_tokens), sorted({p.index for p in request.recipe.probes}))

@@ -30,12 +30,14 @@ def bind_loop(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def get_host() -> EngineHost:
-    global _host
+    global _host, _bound_loop
     with _lock:
+        if _bound_loop is not None and _bound_loop.is_closed():
+            _bound_loop = None  # the server (or a test's loop) is gone: use a loop of our own
         if _bound_loop is not None:
-            if _host is None or _host.loop is not _bound_loop or _bound_loop.is_closed():
+            if _host is None or _host.loop is not _bound_loop:
                 _host = EngineHost(get_channel_layer(), loop=_bound_loop, models=_models)
-        elif _host is None:
+        elif _host is None or _host.loop.is_closed():
             _host = EngineHost(get_channel_layer(), models=_models)
         return _host
 

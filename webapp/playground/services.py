@@ -157,7 +157,11 @@ def _history(conversation: Conversation) -> list[dict[str, str]]:
 
 
 def prompt_tokens(deployment: ModelDeployment, history: list[dict[str, str]]) -> list[int]:
-    tokenizer = tokenizer_for(deployment)
+    return chat_prompt(tokenizer_for(deployment), history)
+
+
+def chat_prompt(tokenizer: Any, history: list[dict[str, str]]) -> list[int]:
+    """The tokens a chat turn sends to the model: the chat template's, or a plain transcript."""
     if getattr(tokenizer, "chat_template", None):
         ids = tokenizer.apply_chat_template(history, add_generation_prompt=True, tokenize=True)
         if isinstance(ids, dict) or hasattr(ids, "input_ids"):

@@ -40,8 +40,11 @@ def execute_run_task(self: Any, run_id: int) -> str:
 
 @shared_task(acks_late=True, ignore_result=True)
 def reap_runs_task() -> list[int]:
-    """Re-queue (once) or fail runs whose heartbeat lease expired; dispatch the re-queued ones."""
+    """Re-queue or fail runs and jobs whose heartbeat lease expired; dispatch the re-queued ones."""
+    from webapp.jobs.dispatch import requeue_expired_jobs
+
     try:
+        requeue_expired_jobs()
         return requeue_expired_runs()
     finally:
         close_old_connections()

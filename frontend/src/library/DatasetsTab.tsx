@@ -1,5 +1,6 @@
 // The library's datasets (labelled prompts or contrastive pairs): search, details, upload, delete.
 import { useState } from "react";
+import { Link } from "react-router";
 import { api, unwrap } from "../api/client";
 import type { Schemas } from "../api/client";
 import { Badge, Field } from "../ui/components";
@@ -14,10 +15,12 @@ type Kind = Schemas["DatasetKind"];
 const KINDS: readonly Kind[] = ["labelled", "contrastive"];
 const isKind = (value: string): value is Kind => (KINDS as readonly string[]).includes(value);
 
-export function DatasetsTab({ teams }: { teams: Team[] }) {
+export function DatasetsTab({ teams, selected = null }: { teams: Team[]; selected?: number | null }) {
   return (
     <LibraryTab<Dataset>
       what="dataset"
+      initialSelected={selected}
+      actions={<Link className="btn btn-small btn-primary" to="/datasets/new">New dataset</Link>}
       load={({ q }) => unwrap(api.GET("/api/datasets", { params: { query: { q, limit: 100 } } }))}
       columns={[
         ["Kind", (d) => <Badge>{d.kind}</Badge>],
@@ -35,7 +38,11 @@ export function DatasetsTab({ teams }: { teams: Team[] }) {
             ]}
             remove={() => unwrap(api.DELETE("/api/datasets/{dataset_id}", { params: { path: { dataset_id: d.id } } }))}
             onDeleted={onDeleted}
-          />
+          >
+            <p>
+              <Link className="btn" to={`/datasets/${d.id}`}>Edit rows</Link>
+            </p>
+          </ItemDetails>
         ) : null
       }
       upload={(onUploaded) => <UploadDataset teams={teams} onUploaded={onUploaded} />}

@@ -21,6 +21,8 @@ export function LibraryPage() {
   const [params, setParams] = useSearchParams();
   const raw = params.get("section");
   const section: Section = isSection(raw) ? raw : "vectors";
+  // ?item=<id>: the item to select (a link from a job to what it made).
+  const item = Number(params.get("item") ?? "") || null;
   const deployments = useResource(
     () => unwrap(api.GET("/api/deployments", { params: { query: { limit: 100 } } })),
     "deployments",
@@ -49,9 +51,9 @@ export function LibraryPage() {
       </PageHeader>
       <Notice>{deployments.error}</Notice>
       <Notice>{teams.error}</Notice>
-      {section === "vectors" ? <VectorsTab deployments={deploymentItems} teams={teamItems} /> : null}
-      {section === "probes" ? <ProbesTab deployments={deploymentItems} teams={teamItems} /> : null}
-      {section === "datasets" ? <DatasetsTab teams={teamItems} /> : null}
+      {section === "vectors" ? <VectorsTab key={item} deployments={deploymentItems} teams={teamItems} selected={item} /> : null}
+      {section === "probes" ? <ProbesTab key={item} deployments={deploymentItems} teams={teamItems} selected={item} /> : null}
+      {section === "datasets" ? <DatasetsTab key={item} teams={teamItems} selected={item} /> : null}
     </div>
   );
 }

@@ -36,6 +36,8 @@ export function LibraryTab<T extends Listed>({
   columns,
   details,
   upload,
+  initialSelected = null,
+  actions,
 }: {
   what: string;
   load: (filter: ListFilter) => Promise<{ items: T[]; count: number }>;
@@ -46,6 +48,10 @@ export function LibraryTab<T extends Listed>({
   details: (selection: Selection<T>) => ReactNode;
   /** The upload form, which calls `onUploaded` with what it created. */
   upload: (onUploaded: (created: { id: number }) => void) => ReactNode;
+  /** The item selected at first (from the page's URL). */
+  initialSelected?: number | null;
+  /** Buttons or links beside the list's title. */
+  actions?: ReactNode;
 }) {
   const many = `${what}s`;
   const [q, setQ] = useState("");
@@ -55,7 +61,7 @@ export function LibraryTab<T extends Listed>({
     () => load({ q: query || undefined, deployment: deployment || undefined }),
     `${query}\n${deployment}`,
   );
-  const [selected, setSelected] = useState<number | null>(null);
+  const [selected, setSelected] = useState<number | null>(initialSelected);
   const [notice, setNotice] = useState("");
   const items = list.data?.items ?? [];
 
@@ -77,7 +83,7 @@ export function LibraryTab<T extends Listed>({
 
   return (
     <>
-      <Panel title={capitalized(many)}>
+      <Panel title={capitalized(many)} actions={actions}>
         <ListControls what={many} q={q} onQ={setQ} deployments={deployments} deployment={deployment} onDeployment={setDeployment} />
         <Notice>{list.error}</Notice>
         <Notice tone="success">{notice}</Notice>

@@ -1,7 +1,10 @@
 // The library's linear probes: search and filter, details (site, labels, metrics), upload, delete.
 import { useState } from "react";
+import { Link } from "react-router";
 import { api, unwrap } from "../api/client";
 import type { Schemas } from "../api/client";
+import { ProbeMetricsTable } from "../jobs/ProbeMetricsTable";
+import { trainedMetrics } from "../jobs/model";
 import { Empty, Field } from "../ui/components";
 import { ItemDetails, LibraryTab } from "./LibraryTab";
 import type { Deployment, Team } from "./shared";
@@ -14,10 +17,12 @@ type Point = Schemas["Point"];
 const POINTS: readonly Point[] = ["resid_pre", "resid_post", "attn_out", "mlp_out", "mlp_act"];
 const isPoint = (value: string): value is Point => (POINTS as readonly string[]).includes(value);
 
-export function ProbesTab({ deployments, teams }: { deployments: Deployment[]; teams: Team[] }) {
+export function ProbesTab({ deployments, teams, selected = null }: { deployments: Deployment[]; teams: Team[]; selected?: number | null }) {
   return (
     <LibraryTab<Probe>
       what="probe"
+      initialSelected={selected}
+      actions={<Link className="btn btn-small" to="/jobs?form=probe">Train a probe</Link>}
       load={({ q, deployment }) => unwrap(api.GET("/api/probes", { params: { query: { q, deployment, limit: 100 } } }))}
       deployments={deployments}
       columns={[
@@ -33,6 +38,7 @@ export function ProbesTab({ deployments, teams }: { deployments: Deployment[]; t
 }
 
 function ProbeDetails({ probe: p, teams, onDeleted }: { probe: Probe; teams: Team[]; onDeleted: (name: string) => void }) {
+  const trained = trainedMetrics(p.metrics);
   const metrics = Object.entries(p.metrics);
   return (
     <ItemDetails
@@ -52,7 +58,9 @@ function ProbeDetails({ probe: p, teams, onDeleted }: { probe: Probe; teams: Tea
       onDeleted={onDeleted}
     >
       <h3>Metrics</h3>
-      {metrics.length === 0 ? (
+      {trained ? (
+        <ProbeMetricsTable metrics={trained} />
+      ) : metrics.length === 0 ? (
         <Empty>No metrics recorded.</Empty>
       ) : (
         <table aria-label="Probe metrics">

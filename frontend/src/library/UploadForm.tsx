@@ -94,7 +94,7 @@ export function UploadForm<T extends { name: string }>({
 }
 
 /** Visibility and team selects of an upload form. */
-function SharingFields({
+export function SharingFields({
   visibility,
   onVisibility,
   team,

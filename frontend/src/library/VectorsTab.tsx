@@ -1,5 +1,6 @@
 // The library's steering vectors: search and filter, details (with the norm per layer), upload, delete.
 import { useState } from "react";
+import { Link } from "react-router";
 import { api, unwrap } from "../api/client";
 import type { Schemas } from "../api/client";
 import { useResource } from "../api/useResource";
@@ -18,10 +19,12 @@ function layersText(layers: number[]): string {
   return `${layers.length} layers (${layers[0] ?? ""}–${layers[layers.length - 1] ?? ""})`;
 }
 
-export function VectorsTab({ deployments, teams }: { deployments: Deployment[]; teams: Team[] }) {
+export function VectorsTab({ deployments, teams, selected = null }: { deployments: Deployment[]; teams: Team[]; selected?: number | null }) {
   return (
     <LibraryTab<Vector>
       what="vector"
+      initialSelected={selected}
+      actions={<Link className="btn btn-small" to="/jobs?form=vector">Build a vector</Link>}
       load={({ q, deployment }) => unwrap(api.GET("/api/vectors", { params: { query: { q, deployment, limit: 100 } } }))}
       deployments={deployments}
       columns={[

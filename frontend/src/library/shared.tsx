@@ -83,7 +83,7 @@ export type Row = readonly [label: string, value: ReactNode];
 
 export function KeyValueTable({ rows, label }: { rows: readonly Row[]; label: string }) {
   return (
-    <table aria-label={label}>
+    <table className="kv" aria-label={label}>
       <tbody>
         {rows.map(([key, value]) => (
           <tr key={key}>

@@ -214,7 +214,8 @@ class VLLMEngineCore(SteppedCore[_Live]):
         )
 
     def has_work(self) -> bool:
-        return bool(self._waiting) or super().has_work()
+        # Collect requests live only as internal capture requests: they are work too.
+        return bool(self._waiting or self._collecting) or super().has_work()
 
     def _validate(self, req: GenerationRequest) -> None:
         validate_request(req, self.shape, self.max_context, has_tokenizer=self.tokenizer is not None)

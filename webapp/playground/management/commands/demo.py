@@ -61,10 +61,10 @@ class Command(BaseCommand):
 
     def set_up(self, password: str) -> Any:
         from webapp.accounts.models import User
-        from webapp.library.models import Recipe
+        from webapp.library.models import Dataset, Recipe
         from webapp.library.services import register_deployment
         from webapp.playground import services
-        from webapp.playground.examples import create_example_recipe
+        from webapp.playground.examples import create_example_datasets, create_example_recipe
         from webapp.playground.models import Conversation
 
         source = os.environ.get("STEERLAB_MODEL", "").strip()
@@ -91,6 +91,8 @@ class Command(BaseCommand):
             version = recipe.latest_version() if recipe is not None else None
             if version is None:
                 version = create_example_recipe(user, deployment)
+            if not Dataset.objects.filter(owner=user).exists():
+                create_example_datasets(user)
 
             conversation = (
                 Conversation.objects.filter(owner=user, deployment=deployment, recipe_version=version)

@@ -1,0 +1,339 @@
+"""Jobs and comparison boards over HTTP.
+
+Starting a job returns it at once (status ``queued``); its progress streams on ``/ws/jobs/``
+and is persisted on the job. Jobs and boards follow the library's rules: a hidden one is a 404,
+an edit the user may not make on one they can see is a 403.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from ninja import Router, Schema, Status
+from ninja.pagination import paginate
+
+from webapp.api.library import DENIED, DetailOut, DetailsIn, OwnedOut, _search, _team, _user, _visible
+from webapp.api.pagination import BoundedLimitOffsetPagination
+from webapp.compare import services as boards
+from webapp.compare.models import Board, Pooling
+from webapp.jobs import services
+from webapp.jobs.models import Job, JobKind, JobStatus
+from webapp.jobs.sweep import transcripts as sweep_transcripts
+from webapp.library import services as library
+from webapp.library.models import Point, Visibility
+
+router = Router(tags=["jobs"])
+
+
+class JobOut(OwnedOut):
+    description: str = ""  # jobs are described by their kind and parameters
+    deployment: str
+    kind: JobKind
+    status: JobStatus
+    attempt: int
+    done_batches: int
+    total_batches: int
+    error: str
+    params: dict[str, Any]
+    result: dict[str, Any]
+    dataset_id: int | None
+    board_id: int | None
+    vector_id: int | None
+    probe_id: int | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @staticmethod
+    def resolve_deployment(obj: Job) -> str:
+        return obj.deployment.name
+
+
+class Sharing(Schema):
+    visibility: Visibility = Visibility.PRIVATE
+    team: int | None = None
+
+
+class BuildVectorIn(Sharing):
+    deployment: str
+    dataset_id: int
+    name: str
+    layers: list[int]
+    method: str = "mean_diff"
+    reduce: str = "last"
+
+
+class TrainProbeIn(Sharing):
+    deployment: str
+    dataset_id: int
+    name: str
+    layer: int
+    point: Point = Point.RESID_POST
+    reduce: str = "last"
+    positive_label: str | None = None
+    heldout_fraction: float = 0.2
+    l2: float = 1e-3
+    seed: int = 0
+
+
+class SweepIn(Sharing):
+    deployment: str
+    vector_id: int
+    name: str
+    layers: list[int]
+    scales: list[float]
+    prompts: list[str]
+    probe_ids: list[int] = []
+    max_new_tokens: int = 32
+    normalize: str = "none"
+    positions: str = "all"
+    seed: int = 0
+
+
+class TranscriptOut(Schema):
+    prompt: str
+    baseline: str
+    text: str
+    kl: list[float]
+    probe_means: list[float | None]
+    baseline_probe_means: list[float | None]
+
+
+# --------------------------------------------------------------------------------------------
+# Jobs
+# --------------------------------------------------------------------------------------------
+def _jobs(request: HttpRequest) -> QuerySet[Any]:
+    return _visible(request, Job).select_related("deployment")
+
+
+@router.get("/jobs", response=list[JobOut])
+@paginate(BoundedLimitOffsetPagination)
+def list_jobs(request: HttpRequest, kind: str | None = None, q: str | None = None) -> QuerySet[Any]:
+    """Jobs you can see, newest first; ``kind`` one of build_vector, train_probe, evaluate, sweep."""
+    jobs = _jobs(request)
+    return _search(jobs.filter(kind=kind) if kind else jobs, q)
+
+
+@router.post("/jobs/build-vector", response={201: JobOut, **DENIED})
+def build_vector(request: HttpRequest, payload: BuildVectorIn) -> Status[object]:
+    user = _user(request)
+    job = services.build_vector(
+        user,
+        library.deployment_named(payload.deployment),
+        dataset_id=payload.dataset_id,
+        name=payload.name,
+        layers=payload.layers,
+        method=payload.method,
+        reduce=payload.reduce,
+        team=_team(user, payload.team),
+        visibility=payload.visibility,
+    )
+    return Status(201, job)
+
+
+@router.post("/jobs/train-probe", response={201: JobOut, **DENIED})
+def train_probe(request: HttpRequest, payload: TrainProbeIn) -> Status[object]:
+    user = _user(request)
+    job = services.train_probe(
+        user,
+        library.deployment_named(payload.deployment),
+        dataset_id=payload.dataset_id,
+        name=payload.name,
+        layer=payload.layer,
+        point=payload.point,
+        reduce=payload.reduce,
+        positive_label=payload.positive_label,
+        heldout_fraction=payload.heldout_fraction,
+        l2=payload.l2,
+        seed=payload.seed,
+        team=_team(user, payload.team),
+        visibility=payload.visibility,
+    )
+    return Status(201, job)
+
+
+@router.post("/jobs/sweep", response={201: JobOut, **DENIED})
+def sweep(request: HttpRequest, payload: SweepIn) -> Status[object]:
+    user = _user(request)
+    job = services.sweep(
+        user,
+        library.deployment_named(payload.deployment),
+        vector_id=payload.vector_id,
+        name=payload.name,
+        layers=payload.layers,
+        scales=payload.scales,
+        prompts=payload.prompts,
+        probe_ids=payload.probe_ids,
+        max_new_tokens=payload.max_new_tokens,
+        normalize=payload.normalize,
+        positions=payload.positions,
+        seed=payload.seed,
+        team=_team(user, payload.team),
+        visibility=payload.visibility,
+    )
+    return Status(201, job)
+
+
+@router.get("/jobs/{job_id}", response={200: JobOut, 404: DetailOut})
+def get_job(request: HttpRequest, job_id: int) -> Job:
+    return services.get_job(_user(request), job_id)
+
+
+@router.post("/jobs/{job_id}/cancel", response={200: JobOut, **DENIED})
+def cancel_job(request: HttpRequest, job_id: int) -> Job:
+    user = _user(request)
+    return services.cancel_job(user, services.get_job(user, job_id))
+
+
+@router.post("/jobs/{job_id}/resume", response={200: JobOut, **DENIED})
+def resume_job(request: HttpRequest, job_id: int) -> Job:
+    user = _user(request)
+    return services.resume_job(user, services.get_job(user, job_id))
+
+
+@router.get("/jobs/{job_id}/cells/{cell}/transcripts", response={200: list[TranscriptOut], **DENIED})
+def get_transcripts(request: HttpRequest, job_id: int, cell: int) -> Any:
+    """A finished sweep cell's texts (``cell`` indexes ``result.cells``), beside the baseline."""
+    job = services.get_job(_user(request), job_id)
+    if job.kind != JobKind.SWEEP or job.status != JobStatus.DONE:
+        return Status(400, {"detail": "Transcripts are read from a finished sweep."})
+    cells = job.result.get("cells", [])
+    if not 0 <= cell < len(cells):
+        return Status(404, {"detail": "Not Found"})
+    batches = [bytes(b.data) for b in job.batches.order_by("index")]
+    return sweep_transcripts(batches, cells[cell]["layer"], cells[cell]["scale"])
+
+
+# --------------------------------------------------------------------------------------------
+# Boards
+# --------------------------------------------------------------------------------------------
+class BoardIn(Sharing):
+    deployment: str
+    name: str
+    dataset_id: int
+    positive_label: str | None = None
+    pooling: Pooling = Pooling.LAST
+    probe_ids: list[int] = []
+    description: str = ""
+
+
+class BoardOut(OwnedOut):
+    deployment: str
+    dataset_id: int
+    dataset_name: str
+    positive_label: str
+    pooling: Pooling
+    probe_ids: list[int]
+
+    @staticmethod
+    def resolve_deployment(obj: Board) -> str:
+        return obj.deployment.name
+
+    @staticmethod
+    def resolve_dataset_name(obj: Board) -> str:
+        return obj.dataset.name
+
+    @staticmethod
+    def resolve_probe_ids(obj: Board) -> list[int]:
+        return list(obj.entries.values_list("probe_id", flat=True))
+
+
+class BoardDetailOut(BoardOut):
+    evaluation: JobOut | None  # the newest finished evaluation: the board's results
+    latest_job: JobOut | None  # the newest evaluation job, whatever its state (progress)
+
+    @staticmethod
+    def resolve_evaluation(obj: Board) -> Job | None:
+        return boards.latest_evaluation(obj)
+
+    @staticmethod
+    def resolve_latest_job(obj: Board) -> Job | None:
+        return obj.jobs.select_related("deployment", "owner").order_by("-created_at", "-id").first()
+
+
+class ProbeIdsIn(Schema):
+    probe_ids: list[int]
+
+
+class TraceOut(Schema):
+    example: int
+    text: str
+    label: str
+    tokens: list[str]
+    probes: list[str]
+    scores: list[list[float]]  # per probe (the board's order), per token
+
+
+def _board(request: HttpRequest, board_id: int) -> Board:
+    return library.get_visible(_user(request), Board, board_id)
+
+
+@router.get("/boards", response=list[BoardOut])
+@paginate(BoundedLimitOffsetPagination)
+def list_boards(request: HttpRequest, q: str | None = None) -> QuerySet[Any]:
+    return _search(_visible(request, Board).select_related("deployment", "dataset"), q)
+
+
+@router.post("/boards", response={201: BoardDetailOut, **DENIED})
+def create_board(request: HttpRequest, payload: BoardIn) -> Status[object]:
+    user = _user(request)
+    board = boards.create_board(
+        user,
+        library.deployment_named(payload.deployment),
+        name=payload.name,
+        dataset_id=payload.dataset_id,
+        positive_label=payload.positive_label,
+        pooling=payload.pooling,
+        probe_ids=payload.probe_ids,
+        description=payload.description,
+        team=_team(user, payload.team),
+        visibility=payload.visibility,
+    )
+    return Status(201, board)
+
+
+@router.get("/boards/{board_id}", response={200: BoardDetailOut, 404: DetailOut})
+def get_board(request: HttpRequest, board_id: int) -> Board:
+    return _board(request, board_id)
+
+
+@router.patch("/boards/{board_id}", response={200: BoardDetailOut, **DENIED})
+def update_board(request: HttpRequest, board_id: int, payload: DetailsIn) -> Board:
+    user = _user(request)
+    return library.update_details(
+        user,
+        _board(request, board_id),
+        description=payload.description,
+        visibility=payload.visibility,
+        team=_team(user, payload.team),
+    )
+
+
+@router.delete("/boards/{board_id}", response={204: None, **DENIED})
+def delete_board(request: HttpRequest, board_id: int) -> Status[object]:
+    boards.delete_board(_user(request), _board(request, board_id))
+    return Status(204, None)
+
+
+@router.post("/boards/{board_id}/probes", response={200: BoardDetailOut, **DENIED})
+def add_probes(request: HttpRequest, board_id: int, payload: ProbeIdsIn) -> Board:
+    return boards.add_probes(_user(request), _board(request, board_id), payload.probe_ids)
+
+
+@router.delete("/boards/{board_id}/probes/{probe_id}", response={204: None, **DENIED})
+def remove_probe(request: HttpRequest, board_id: int, probe_id: int) -> Status[object]:
+    boards.remove_probe(_user(request), _board(request, board_id), probe_id)
+    return Status(204, None)
+
+
+@router.post("/boards/{board_id}/evaluate", response={201: JobOut, **DENIED})
+def evaluate_board(request: HttpRequest, board_id: int) -> Status[object]:
+    return Status(201, boards.evaluate(_user(request), _board(request, board_id)))
+
+
+@router.get("/boards/{board_id}/traces/{example}", response={200: TraceOut, **DENIED})
+def get_trace(request: HttpRequest, board_id: int, example: int) -> dict[str, Any]:
+    """One evaluation example's per-token scores for every probe on the board."""
+    return boards.trace(_board(request, board_id), example)

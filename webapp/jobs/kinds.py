@@ -1,0 +1,187 @@
+"""What each kind of job computes: its batches on the engine, and what it makes from them.
+
+* ``build_vector``: contrastive pairs -> activations of both sides at the chosen layers (last
+  token or mean, float16) -> ``from_contrastive`` (mean difference or PCA) -> a library vector
+  whose provenance names the job, dataset and method.
+* ``train_probe``: labelled prompts -> activations at one site -> ``train_probe`` with a stratified
+  held-out split -> a library probe whose metrics are the held-out ones (with bootstrap intervals).
+* ``evaluate``: a comparison board (``webapp.compare.evaluation``).
+* ``sweep``: steering sweeps (``webapp.jobs.sweep``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import Any
+
+import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+from interventions.evaluation import evaluate_probes
+from interventions.probes import ProbeMetrics, train_probe
+from interventions.vectors import from_contrastive
+from webapp.jobs.models import Job, JobKind
+from webapp.jobs.runner import JobContext, JobFailed, Kind
+from webapp.library import services as library
+from webapp.library.models import Dataset
+
+COLLECT_BATCH = 16  # prompts per batch: one stored, resumable unit of work
+
+
+def dataset_rows(job: Job, kind: str) -> list[dict[str, str]]:
+    """The job's dataset rows, refused if the dataset is gone or changed since the job was written."""
+    dataset: Dataset | None = job.dataset
+    if dataset is None:
+        raise JobFailed("the job's dataset was deleted")
+    if dataset.content_hash != job.params.get("dataset_hash") or dataset.kind != kind:
+        raise JobFailed("the job's dataset changed after the job was created: start a new job")
+    return list(dataset.rows)
+
+
+def made_by(job: Job, **extra: Any) -> dict[str, Any]:
+    """The provenance of an object a job made."""
+    dataset = job.dataset
+    return {
+        "source": "job",
+        "job": job.pk,
+        "kind": job.kind,
+        "dataset": None
+        if dataset is None
+        else {"id": dataset.pk, "name": dataset.name, "content_hash": dataset.content_hash},
+        "deployment": job.deployment.name,
+        "params": {k: v for k, v in job.params.items() if not k.endswith("_hash")},
+        **extra,
+    }
+
+
+def metrics_json(metrics: ProbeMetrics) -> dict[str, Any]:
+    """Metrics as JSON (an undefined AUROC is null: JSON has no NaN)."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(metrics).items()}
+
+
+def _cat(blobs: list[bytes], key: str) -> torch.Tensor:
+    return torch.cat([load_tensors(b)[key] for b in blobs]).float()
+
+
+class BuildVector:
+    batch_size = COLLECT_BATCH // 2  # pairs: both sides of each pair go in one batch
+
+    def items(self, job: Job) -> list[Any]:
+        return [(row["positive"], row["negative"]) for row in dataset_rows(job, "contrastive")]
+
+    def run_batch(self, ctx: JobContext, items: list[Any]) -> bytes:
+        layers = ctx.job.params["layers"]
+        sites = [(layer, "resid_post") for layer in layers]
+        acts = ctx.collect([p for p, _ in items] + [n for _, n in items], sites, ctx.job.params["reduce"])
+        k = len(items)
+        out: dict[str, torch.Tensor] = {}
+        for site in sites:
+            out[f"pos.{site[0]}"] = torch.stack([a[site] for a in acts[:k]])
+            out[f"neg.{site[0]}"] = torch.stack([a[site] for a in acts[k:]])
+        return save_tensors(out)
+
+    def finish(self, ctx: JobContext, batches: list[bytes]) -> None:
+        job, params = ctx.job, ctx.job.params
+        layers = params["layers"]
+        pos = {layer: _cat(batches, f"pos.{layer}") for layer in layers}
+        neg = {layer: _cat(batches, f"neg.{layer}") for layer in layers}
+        vector = from_contrastive(pos, neg, params["method"], model=job.deployment.name)
+        job.vector = library.save_vector(
+            job.owner,
+            job.deployment,
+            job.name,
+            vector,
+            provenance=made_by(job, pairs=len(pos[layers[0]])),
+            description=f"Built by job {job.pk} ({params['method']}, {params['reduce']} token) from contrastive pairs.",
+            team=job.team,
+            visibility=job.visibility,
+        )
+        job.result = {
+            "vector_id": job.vector.pk,
+            "public_id": job.vector.public_id,
+            "pairs": len(pos[layers[0]]),
+            "norms": {str(layer): round(float(vector.directions[layer].norm()), 6) for layer in layers},
+        }
+
+
+class TrainProbe:
+    batch_size = COLLECT_BATCH
+
+    def items(self, job: Job) -> list[Any]:
+        positive = job.params["positive_label"]
+        return [(row["text"], int(row["label"] == positive)) for row in dataset_rows(job, "labelled")]
+
+    def run_batch(self, ctx: JobContext, items: list[Any]) -> bytes:
+        site = (ctx.job.params["layer"], ctx.job.params["point"])
+        acts = ctx.collect([text for text, _ in items], [site], ctx.job.params["reduce"])
+        return save_tensors({"x": torch.stack([a[site] for a in acts])})
+
+    def finish(self, ctx: JobContext, batches: list[bytes]) -> None:
+        job, params = ctx.job, ctx.job.params
+        x = _cat(batches, "x")
+        y = torch.tensor([label for _, label in self.items(job)], dtype=torch.int64)
+        try:
+            trained = train_probe(
+                x,
+                y,
+                l2=params["l2"],
+                heldout_fraction=params["heldout_fraction"],
+                seed=params["seed"],
+                labels=(params["negative_label"], params["positive_label"]),
+            )
+        except ValueError as exc:
+            raise JobFailed(f"the probe cannot be trained: {exc}") from exc
+        metrics: dict[str, Any] = {
+            "train": metrics_json(trained.train),
+            "n_train": trained.n_train,
+            "n_heldout": trained.n_heldout,
+        }
+        if trained.heldout is not None:
+            metrics["heldout"] = metrics_json(trained.heldout)
+            held = trained.heldout_rows
+            assert held is not None
+            metrics["heldout_intervals"] = _intervals(trained.probe.score(x[held]), y[held])
+        job.probe = library.save_probe(
+            job.owner,
+            job.deployment,
+            job.name,
+            trained.probe,
+            layer=params["layer"],
+            point=params["point"],
+            metrics=metrics,
+            provenance=made_by(job),
+            description=f"Trained by job {job.pk} on {params['reduce']}-token activations.",
+            team=job.team,
+            visibility=job.visibility,
+        )
+        job.result = {"probe_id": job.probe.pk, "public_id": job.probe.public_id, "metrics": metrics}
+
+
+def _intervals(scores: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+    """95% bootstrap intervals of a probe's metrics on held-out rows."""
+    evaluation = evaluate_probes(scores.detach().unsqueeze(0), y)[0]
+    return {
+        name: [_finite(interval.low), _finite(interval.high)]
+        for name, interval in evaluation.intervals.items()
+    }
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else round(float(value), 6)
+
+
+def kind_of(kind: str) -> Kind:
+    from webapp.compare.evaluation import EvaluateBoard
+    from webapp.jobs.sweep import Sweep
+
+    kinds: dict[str, Kind] = {
+        JobKind.BUILD_VECTOR: BuildVector(),
+        JobKind.TRAIN_PROBE: TrainProbe(),
+        JobKind.EVALUATE: EvaluateBoard(),
+        JobKind.SWEEP: Sweep(),
+    }
+    if kind not in kinds:
+        raise JobFailed(f"unknown job kind {kind!r}")
+    return kinds[kind]

@@ -1,0 +1,359 @@
+"""Starting, reading, cancelling and resuming jobs (the web side; ``runner`` is the worker side).
+
+Every start checks the user's rights on each input (a dataset, vector or probe they cannot see
+reads as unknown), validates the parameters against the deployment (layers in range, labels
+present, sizes bounded), pins the inputs' content hashes, writes the job and dispatches it when
+the transaction commits. Bad input raises ``ValidationError`` keyed by the field and writes
+nothing. Jobs are shared like library objects (``webapp.library.services`` visibility rules);
+cancelling and resuming need edit rights.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from webapp.accounts.models import Team, User
+from webapp.jobs.models import Job, JobKind, JobStatus
+from webapp.library import services as library
+from webapp.library.models import Dataset, DatasetKind, ModelDeployment, Point, Probe, SteeringVector
+from webapp.playground.services import PlaygroundError
+
+log = logging.getLogger(__name__)
+
+METHODS = ("mean_diff", "pca_diff", "pca_center")
+REDUCTIONS = ("last", "mean")
+MAX_VECTOR_LAYERS = 128
+MAX_SWEEP_CELLS = 64
+MAX_SWEEP_PROMPTS = 64
+MAX_SWEEP_PROBES = 16
+MAX_SCALE = 1e4
+MAX_SWEEP_TOKENS = 256
+
+
+def _error(field: str, message: str) -> ValidationError:
+    return ValidationError({field: [message]})
+
+
+def _layer(deployment: ModelDeployment, value: Any, field: str) -> int:
+    n = deployment.num_layers
+    if isinstance(value, bool) or not isinstance(value, int) or not -n <= value < n:
+        raise _error(field, f"layer {value!r} is out of range: {deployment.name} has {n} layers (0..{n - 1})")
+    return value % n
+
+
+def visible_dataset(user: User, dataset_id: Any, kind: str, field: str = "dataset_id") -> Dataset:
+    dataset = (
+        library.visible_to(user, Dataset.objects.all()).filter(pk=dataset_id).first()
+        if isinstance(dataset_id, int)
+        else None
+    )
+    if dataset is None:
+        raise _error(field, f"no dataset {dataset_id!r} that you can see")
+    if dataset.kind != kind:
+        raise _error(field, f"dataset {dataset.name!r} holds {dataset.kind} rows; this needs {kind} rows")
+    if dataset.row_count < 2:
+        raise _error(field, f"dataset {dataset.name!r} has {dataset.row_count} row(s); at least 2 are needed")
+    return dataset
+
+
+def visible_probes(
+    user: User, deployment: ModelDeployment, ids: Any, field: str = "probe_ids"
+) -> list[Probe]:
+    """The probes ``ids`` in order, each one visible to ``user`` and of ``deployment``."""
+    if not isinstance(ids, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
+        raise _error(field, "a list of probe ids")
+    if len(set(ids)) != len(ids):
+        raise _error(field, "a probe is named twice")
+    found = {p.pk: p for p in library.visible_to(user, Probe.objects.all()).filter(pk__in=ids)}
+    for pk in ids:
+        probe = found.get(pk)
+        if probe is None:
+            raise _error(field, f"no probe prb_{pk} that you can see")
+        if probe.deployment_id != deployment.pk:
+            raise _error(field, f"probe prb_{pk} reads another deployment than {deployment.name!r}")
+    return [found[pk] for pk in ids]
+
+
+def labels_of(dataset: Dataset) -> list[str]:
+    return sorted({row["label"] for row in dataset.rows})
+
+
+def binary_labels(dataset: Dataset, positive: Any, field: str = "positive_label") -> tuple[str, str]:
+    """(negative, positive) label names; the dataset must hold exactly two labels."""
+    labels = labels_of(dataset)
+    if len(labels) != 2:
+        raise _error(
+            "dataset_id", f"a probe separates two labels; dataset {dataset.name!r} has {len(labels)}"
+        )
+    if positive is None:
+        positive = labels[1]
+    if positive not in labels:
+        raise _error(field, f"{positive!r} is not a label of the dataset ({' or '.join(labels)})")
+    return (labels[0] if positive == labels[1] else labels[1]), positive
+
+
+def create_job(
+    user: User,
+    deployment: ModelDeployment,
+    kind: str,
+    name: str,
+    params: dict[str, Any],
+    *,
+    team: Team | None,
+    visibility: str,
+    dataset: Dataset | None = None,
+    board: Any = None,
+) -> Job:
+    vis = library.check_sharing(user, team, visibility)
+    _check_quota(user)
+    job = Job.objects.create(
+        owner=user,
+        team=team,
+        visibility=vis,
+        deployment=deployment,
+        kind=kind,
+        name=library.clean_name(name),
+        params=params,
+        dataset=dataset,
+        board=board,
+    )
+    transaction.on_commit(lambda: _dispatch(job.pk))
+    log.info("jobs.created", extra={"job": job.pk, "kind": kind, "user_id": user.pk})
+    return job
+
+
+def _check_quota(user: User) -> None:
+    """Jobs hold engine capacity for long: each person has a few active at a time."""
+    limit = settings.STEERLAB_MAX_ACTIVE_JOBS
+    if Job.objects.filter(owner=user, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).count() >= limit:
+        raise PlaygroundError("quota", f"you have {limit} jobs queued or running: wait for one to end")
+
+
+def _dispatch(job_id: int) -> None:
+    from webapp.jobs.dispatch import dispatch_job
+
+    dispatch_job(job_id)
+
+
+@transaction.atomic
+def build_vector(
+    user: User,
+    deployment: ModelDeployment,
+    *,
+    dataset_id: int,
+    name: str,
+    layers: list[int],
+    method: str = "mean_diff",
+    reduce: str = "last",
+    team: Team | None = None,
+    visibility: str = "private",
+) -> Job:
+    """Start a job that builds a steering vector from a contrastive dataset."""
+    dataset = visible_dataset(user, dataset_id, DatasetKind.CONTRASTIVE)
+    if method not in METHODS:
+        raise _error("method", f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+    if reduce not in REDUCTIONS:
+        raise _error("reduce", f"unknown reduction {reduce!r}: use last or mean")
+    if not isinstance(layers, list) or not 1 <= len(layers) <= MAX_VECTOR_LAYERS:
+        raise _error("layers", f"between 1 and {MAX_VECTOR_LAYERS} layers")
+    absolute = sorted({_layer(deployment, layer, "layers") for layer in layers})
+    if len(absolute) != len(layers):
+        raise _error("layers", "a layer is named twice")
+    params = {
+        "dataset_hash": dataset.content_hash,
+        "layers": absolute,
+        "method": method,
+        "reduce": reduce,
+    }
+    return create_job(
+        user,
+        deployment,
+        JobKind.BUILD_VECTOR,
+        name,
+        params,
+        team=team,
+        visibility=visibility,
+        dataset=dataset,
+    )
+
+
+@transaction.atomic
+def train_probe(
+    user: User,
+    deployment: ModelDeployment,
+    *,
+    dataset_id: int,
+    name: str,
+    layer: int,
+    point: str = "resid_post",
+    reduce: str = "last",
+    positive_label: str | None = None,
+    heldout_fraction: float = 0.2,
+    l2: float = 1e-3,
+    seed: int = 0,
+    team: Team | None = None,
+    visibility: str = "private",
+) -> Job:
+    """Start a job that trains a probe on a labelled dataset, with a held-out split."""
+    dataset = visible_dataset(user, dataset_id, DatasetKind.LABELLED)
+    negative, positive = binary_labels(dataset, positive_label)
+    if point not in Point.values:
+        raise _error("point", f"unknown point {point!r}: use one of {', '.join(Point.values)}")
+    if reduce not in REDUCTIONS:
+        raise _error("reduce", f"unknown reduction {reduce!r}: use last or mean")
+    if not (isinstance(heldout_fraction, int | float) and 0.0 < heldout_fraction < 0.9):
+        raise _error("heldout_fraction", "the held-out fraction must be in (0, 0.9)")
+    counts = [sum(row["label"] == label for row in dataset.rows) for label in (negative, positive)]
+    if min(counts) < 2:
+        raise _error("dataset_id", f"each label needs at least 2 examples for a held-out split, got {counts}")
+    if not (isinstance(l2, int | float) and math.isfinite(l2) and 0.0 <= l2 <= 1e6):
+        raise _error("l2", "l2 must be a finite number in [0, 1e6]")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 31:
+        raise _error("seed", "seed must be an integer in [0, 2**31)")
+    params = {
+        "dataset_hash": dataset.content_hash,
+        "layer": _layer(deployment, layer, "layer"),
+        "point": point,
+        "reduce": reduce,
+        "positive_label": positive,
+        "negative_label": negative,
+        "heldout_fraction": float(heldout_fraction),
+        "l2": float(l2),
+        "seed": seed,
+    }
+    return create_job(
+        user, deployment, JobKind.TRAIN_PROBE, name, params, team=team, visibility=visibility, dataset=dataset
+    )
+
+
+def probe_refs(probes: list[Probe]) -> list[dict[str, Any]]:
+    return [{"id": p.pk, "content_hash": p.content_hash, "layer": p.layer, "point": p.point} for p in probes]
+
+
+@transaction.atomic
+def sweep(
+    user: User,
+    deployment: ModelDeployment,
+    *,
+    vector_id: int,
+    name: str,
+    layers: list[int],
+    scales: list[float],
+    prompts: list[str],
+    probe_ids: list[int],
+    max_new_tokens: int = 32,
+    normalize: str = "none",
+    positions: str = "all",
+    seed: int = 0,
+    team: Team | None = None,
+    visibility: str = "private",
+) -> Job:
+    """Start a steering sweep: ``vector`` at every (layer, scale), on every prompt."""
+    vector = library.visible_to(user, SteeringVector.objects.all()).filter(pk=vector_id).first()
+    if vector is None or vector.deployment_id != deployment.pk:
+        raise _error("vector_id", f"no vector vec_{vector_id} of {deployment.name!r} that you can see")
+    if not isinstance(layers, list) or not layers:
+        raise _error("layers", "at least one layer")
+    absolute = [_layer(deployment, layer, "layers") for layer in layers]
+    missing = [layer for layer in absolute if layer not in vector.layers]
+    if missing or len(set(absolute)) != len(absolute):
+        raise _error("layers", f"the vector has directions for layers {vector.layers}; each layer once")
+    if not isinstance(scales, list) or not scales or len(set(scales)) != len(scales):
+        raise _error("scales", "at least one scale, each once")
+    if any(
+        isinstance(s, bool) or not isinstance(s, int | float) or not math.isfinite(s) or abs(s) > MAX_SCALE
+        for s in scales
+    ):
+        raise _error("scales", f"scales are finite numbers within ±{MAX_SCALE:g}")
+    if len(absolute) * len(scales) > MAX_SWEEP_CELLS:
+        raise _error("scales", f"at most {MAX_SWEEP_CELLS} cells (layers × scales)")
+    if not isinstance(prompts, list) or not 1 <= len(prompts) <= MAX_SWEEP_PROMPTS:
+        raise _error("prompts", f"between 1 and {MAX_SWEEP_PROMPTS} prompts")
+    if any(not isinstance(p, str) or not p.strip() or len(p) > 4000 for p in prompts):
+        raise _error("prompts", "each prompt is non-empty text of at most 4000 characters")
+    if len(probe_ids) > MAX_SWEEP_PROBES:
+        raise _error("probe_ids", f"at most {MAX_SWEEP_PROBES} probes")
+    probes = visible_probes(user, deployment, probe_ids)
+    limit = min(MAX_SWEEP_TOKENS, settings.STEERLAB_MAX_NEW_TOKENS)
+    if (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or not 1 <= max_new_tokens <= limit
+    ):
+        raise _error("max_new_tokens", f"between 1 and {limit}")
+    if normalize not in ("none", "unit", "resid_norm"):
+        raise _error("normalize", "none, unit or resid_norm")
+    if positions not in ("all", "prompt", "generated"):
+        raise _error("positions", "all, prompt or generated")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 31:
+        raise _error("seed", "seed must be an integer in [0, 2**31)")
+    params = {
+        "vector_id": vector.pk,
+        "vector_hash": vector.content_hash,
+        "layers": absolute,
+        "scales": [float(s) for s in scales],
+        "prompts": prompts,
+        "probes": probe_refs(probes),
+        "max_new_tokens": max_new_tokens,
+        "normalize": normalize,
+        "positions": positions,
+        "seed": seed,
+    }
+    return create_job(user, deployment, JobKind.SWEEP, name, params, team=team, visibility=visibility)
+
+
+def get_job(user: User, pk: int) -> Job:
+    """A job ``user`` may see (``Job.DoesNotExist`` otherwise: a 404 that reveals nothing)."""
+    return library.get_visible(user, Job, pk)
+
+
+def cancel_job(user: User, job: Job) -> Job:
+    """Cancel a queued or running job: its worker stops before the next batch; stored batches stay."""
+    if not library.can_edit(user, job):
+        raise PermissionDenied("You cannot change this job.")
+    if not Job.objects.filter(pk=job.pk, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).update(
+        status=JobStatus.CANCELLED, finished_at=timezone.now(), lease_expires_at=None
+    ):
+        raise ValidationError(f"Job {job.pk} has already ended ({job.status}).")
+    _announce(job.pk)
+    job.refresh_from_db()
+    return job
+
+
+@transaction.atomic
+def resume_job(user: User, job: Job) -> Job:
+    """Queue a failed or cancelled job again: it goes on from its stored batches."""
+    if not library.can_edit(user, job):
+        raise PermissionDenied("You cannot change this job.")
+    _check_quota(user)
+    if not Job.objects.filter(pk=job.pk, status__in=[JobStatus.FAILED, JobStatus.CANCELLED]).update(
+        status=JobStatus.QUEUED, attempt=0, error="", finished_at=None, lease_owner=""
+    ):
+        raise ValidationError(f"Only a failed or cancelled job can be resumed; job {job.pk} is {job.status}.")
+    transaction.on_commit(lambda: _dispatch(job.pk))
+    job.refresh_from_db()
+    return job
+
+
+def _announce(job_id: int) -> None:
+    """Tell the job's watchers its new state (the worker publishes its own progress)."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from webapp.jobs.runner import job_frame, job_group
+
+    frame = job_frame(job_id)
+    layer = get_channel_layer()
+    if frame is None or layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(job_group(job_id), {"type": "run.events", "frames": [frame]})
+    except Exception:  # watchers also read the state when they (re)connect
+        log.exception("jobs.announce_failed")
