@@ -219,7 +219,10 @@ def test_a_new_user_builds_a_recipe_steers_live_compares_and_resumes(
     assert steered_run.get_attribute("data-status") == "running"
     first, second = _finished(page, baseline), _finished(page, steered_run)
     assert first["compare_group"] == second["compare_group"] is not None
-    assert len(first["tokens"]) == len(second["tokens"]) == MAX_TOKENS
+    # Each ran to the length limit or to the end-of-sequence token. (Which, depends on the history:
+    # the live adjustment earlier lands at a step the timing decides, and so does that answer.)
+    for finished in (first, second):
+        assert len(finished["tokens"]) == MAX_TOKENS or finished["finish_reason"] == "stop", finished
     page.screenshot(path=str(artifacts / "chat.png"), full_page=True)
     assert serious_violations(page) == [], "chat.png"
 

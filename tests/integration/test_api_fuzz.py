@@ -50,6 +50,7 @@ def test_fuzz_the_api(alice: User, bob: User, team_t: Team, make_user: Any, sett
     dave = make_user("dave")
     Membership.objects.create(team=team_t, user=dave, role=Role.VIEWER)
     _, raw = services.create_api_token(alice, name="fuzz")
+    settings.STEERLAB_MAX_ACTIVE_JOBS = 1000  # jobs started here never run (no worker): no quota
     target, _ = services.create_api_token(alice, name="target")  # DELETE /api/tokens/{token_id}
     invitation, _ = services.invite_to_team(alice, team_t)  # DELETE .../invitations/{invitation_id}
     seeded = _seed(alice, team_t, _deployment())
@@ -148,6 +149,9 @@ def test_fuzz_the_api(alice: User, bob: User, team_t: Team, make_user: Any, sett
             {"board_id": ids["board_id"]},
         ),
     }
+    # The seeded failed job: resumed (queued again, no worker here), then cancelled.
+    for label in ("POST /api/jobs/{job_id}/resume", "POST /api/jobs/{job_id}/cancel"):
+        explicit[label] = {"path_parameters": {"job_id": ids["job_id"]}}
     for label, (body, path) in json_bodies.items():
         explicit[label] = {"body": body, "media_type": "application/json", "path_parameters": path}
     for what, fields in (

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 from django.conf import settings
-from django.db import close_old_connections, connections
 
 from webapp.jobs.models import Job
-
-log = logging.getLogger(__name__)
 
 
 def dispatch_job(job_id: int) -> None:
@@ -21,9 +16,10 @@ def dispatch_job(job_id: int) -> None:
         if queue is not None:
             execute_job_task.apply_async((job_id,), queue=queue)
     else:
-        from webapp.playground.dispatch import embedded_pool
+        from webapp.jobs.runner import execute_job
+        from webapp.playground.dispatch import run_embedded
 
-        embedded_pool().submit(_run_embedded, job_id)
+        run_embedded("job", job_id, requeue_expired_jobs, execute_job)
 
 
 def requeue_expired_jobs() -> list[int]:
@@ -38,18 +34,3 @@ def requeue_expired_jobs() -> list[int]:
     for job_id in requeued:
         dispatch_job(job_id)
     return requeued
-
-
-def _run_embedded(job_id: int) -> None:
-    from webapp.jobs.runner import execute_job
-    from webapp.playground.hosting import get_host
-
-    close_old_connections()
-    try:
-        requeue_expired_jobs()  # the embedded stack has no worker reaper: each job start reaps
-        outcome = execute_job(job_id, get_host())
-        log.info("jobs.executed", extra={"job": job_id, "outcome": outcome.status})
-    except Exception:
-        log.exception("jobs.embedded_failed", extra={"job": job_id})
-    finally:
-        connections.close_all()

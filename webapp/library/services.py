@@ -50,7 +50,7 @@ from interventions.spec import Recipe as RecipeSpec
 from interventions.spec import parse_recipe
 from webapp.accounts.models import Membership, Role, Team, User
 from webapp.accounts.services import role_in
-from webapp.library.datasets import parse_dataset
+from webapp.library.datasets import ParsedDataset, parse_dataset
 from webapp.library.models import (
     PROBE_PREFIX,
     VECTOR_PREFIX,
@@ -395,26 +395,47 @@ def upload_dataset(
     visibility: str = "private",
 ) -> Dataset:
     """Store an uploaded CSV/JSONL dataset (labelled prompts or contrastive pairs)."""
-    vis = check_sharing(user, team, visibility)
-    name = clean_name(name)
+    check_sharing(user, team, visibility)  # sharing and name are refused before the file is read
+    clean_name(name)
     try:
         parsed = parse_dataset(data, filename, kind=kind)
     except UploadError as exc:
         raise ValidationError(str(exc)) from exc
-    obj = Dataset.objects.create(
+    obj = _save_dataset(
+        user,
+        name,
+        parsed,
+        {"source": "upload", "filename": Path(filename).name},
+        description=description,
+        team=team,
+        visibility=visibility,
+    )
+    log.info("library.dataset_uploaded", extra={"id": obj.pk, "user_id": user.pk})
+    return obj
+
+
+def _save_dataset(
+    user: User,
+    name: str,
+    parsed: ParsedDataset,
+    provenance: dict[str, Any],
+    *,
+    description: str,
+    team: Team | None,
+    visibility: str,
+) -> Dataset:
+    return Dataset.objects.create(
         owner=user,
         team=team,
-        visibility=vis,
-        name=name,
+        visibility=check_sharing(user, team, visibility),
+        name=clean_name(name),
         description=description,
         kind=parsed.kind,
         rows=parsed.rows,
         row_count=len(parsed.rows),
         content_hash=parsed.content_hash,
-        provenance={"source": "upload", "filename": Path(filename).name},
+        provenance=provenance,
     )
-    log.info("library.dataset_uploaded", extra={"id": obj.pk, "user_id": user.pk})
-    return obj
 
 
 def _rows_as_jsonl(rows: Any) -> bytes:
@@ -434,34 +455,26 @@ def create_dataset_rows(
     visibility: str = "private",
 ) -> Dataset:
     """Store a dataset written in the browser's editor (validated exactly like an upload)."""
-    vis = check_sharing(user, team, visibility)
-    name = clean_name(name)
+    check_sharing(user, team, visibility)  # sharing and name are refused before the rows are read
+    clean_name(name)
+    parsed = _parse_rows(rows, kind)
+    return _save_dataset(
+        user, name, parsed, {"source": "editor"}, description=description, team=team, visibility=visibility
+    )
+
+
+def _parse_rows(rows: Any, kind: str) -> ParsedDataset:
     try:
-        parsed = parse_dataset(_rows_as_jsonl(rows), "rows.jsonl", kind=kind)
+        return parse_dataset(_rows_as_jsonl(rows), "rows.jsonl", kind=kind)
     except UploadError as exc:
         raise ValidationError({"rows": [str(exc)]}) from exc
-    return Dataset.objects.create(
-        owner=user,
-        team=team,
-        visibility=vis,
-        name=name,
-        description=description,
-        kind=parsed.kind,
-        rows=parsed.rows,
-        row_count=len(parsed.rows),
-        content_hash=parsed.content_hash,
-        provenance={"source": "editor"},
-    )
 
 
 def replace_dataset_rows(user: User, dataset: Dataset, rows: Any) -> Dataset:
     """Replace a dataset's rows (editors). Jobs and boards pinned the old content hash: a job that
     has not finished fails rather than mix the two versions; a board's next evaluation uses these."""
     _require_edit(user, dataset, "dataset")
-    try:
-        parsed = parse_dataset(_rows_as_jsonl(rows), "rows.jsonl", kind=dataset.kind)
-    except UploadError as exc:
-        raise ValidationError({"rows": [str(exc)]}) from exc
+    parsed = _parse_rows(rows, dataset.kind)
     dataset.rows = parsed.rows
     dataset.row_count = len(parsed.rows)
     dataset.content_hash = parsed.content_hash

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connections
@@ -27,7 +29,9 @@ def dispatch_run(run_id: int) -> None:
             return
         execute_run_task.apply_async((run_id,), queue=queue)
     else:
-        embedded_pool().submit(_run_embedded, run_id)
+        from webapp.playground.execution import execute_run
+
+        run_embedded("run", run_id, requeue_expired_runs, execute_run)
 
 
 def requeue_expired_runs() -> list[int]:
@@ -40,8 +44,28 @@ def requeue_expired_runs() -> list[int]:
     return requeued
 
 
-def embedded_pool() -> ThreadPoolExecutor:
-    """The embedded dispatcher's threads (runs and jobs)."""
+def run_embedded(what: str, pk: int, reap: Callable[[], object], execute: Callable[[int, Any], Any]) -> None:
+    """Submit ``execute(pk, host)`` to the embedded dispatcher's threads (runs and jobs): the same
+    service the Celery task calls, in this process. The embedded stack has no worker reaper, so
+    each start reaps first (``reap``)."""
+
+    def work() -> None:
+        from webapp.playground.hosting import get_host
+
+        close_old_connections()
+        try:
+            reap()
+            outcome = execute(pk, get_host())
+            log.info(f"{what}.executed", extra={what: pk, "outcome": outcome.status})
+        except Exception:
+            log.exception(f"{what}.embedded_failed", extra={what: pk})
+        finally:
+            connections.close_all()  # pool threads are reused: never keep a connection across work
+
+    _pool().submit(work)
+
+
+def _pool() -> ThreadPoolExecutor:
     global _executor
     with _executor_lock:
         if _executor is None:
@@ -49,19 +73,3 @@ def embedded_pool() -> ThreadPoolExecutor:
                 max_workers=settings.STEERLAB_ENGINE_MAX_REQUESTS, thread_name_prefix="steerlab-run"
             )
         return _executor
-
-
-def _run_embedded(run_id: int) -> None:
-    """The embedded dispatcher: the same ``execute_run`` the Celery task calls, in this process."""
-    from webapp.playground.execution import execute_run
-    from webapp.playground.hosting import get_host
-
-    close_old_connections()
-    try:
-        requeue_expired_runs()  # the embedded stack has no worker reaper: each run start reaps
-        outcome = execute_run(run_id, get_host())
-        log.info("playground.run_executed", extra={"run": run_id, "outcome": outcome.status})
-    except Exception:
-        log.exception("playground.embedded_run_failed", extra={"run": run_id})
-    finally:
-        connections.close_all()  # pool threads are reused: never keep a connection across runs

@@ -7,9 +7,9 @@ import { ApiError, api, unwrap } from "../api/client";
 import type { Schemas } from "../api/client";
 import { useAction } from "../api/useAction";
 import { useResource } from "../api/useResource";
-import type { Team, Visibility } from "../library/shared";
+import type { Team } from "../library/shared";
 import { VisibilityBadge } from "../library/shared";
-import { SharingFields } from "../library/UploadForm";
+import { SharingFields, sharingBody, useSharing } from "../library/sharing";
 import { Badge, Button, Field, Loading, Notice, PageHeader, Panel } from "../ui/components";
 import { fieldError } from "../ui/formErrors";
 import type { EditorRow } from "./RowsEditor";
@@ -44,8 +44,7 @@ function Editor({ teams, dataset, rows: initial }: { teams: Team[]; dataset: Dat
   const [kind, setKind] = useState<DatasetKind>(dataset?.kind ?? "labelled");
   const [name, setName] = useState("");
   const [description, setDescription] = useState("");
-  const [visibility, setVisibility] = useState<Visibility>("private");
-  const [team, setTeam] = useState("");
+  const sharing = useSharing();
   const [saved, setSaved] = useState<Cells[]>(initial);
   const [rows, setRows] = useState<EditorRow[]>(() => keyed(initial.length > 0 ? initial : [["", ""]]));
   const [page, setPage] = useState(0);
@@ -90,7 +89,7 @@ function Editor({ teams, dataset, rows: initial }: { teams: Team[]; dataset: Dat
       if (dataset === null) {
         const created = await unwrap(
           api.POST("/api/datasets/rows", {
-            body: { name, kind, rows: body, description, visibility, team: team === "" ? null : Number(team) },
+            body: { name, kind, rows: body, description, ...sharingBody(sharing) },
           }),
         );
         void navigate(`/datasets/${created.id}`, { state: { notice: `Created the dataset “${created.name}” (${created.row_count} rows).` } });
@@ -136,7 +135,7 @@ function Editor({ teams, dataset, rows: initial }: { teams: Team[]; dataset: Dat
                 <Field label="Description">
                   {(fid) => <textarea id={fid} rows={2} value={description} onChange={(e) => { setDescription(e.target.value); }} />}
                 </Field>
-                <SharingFields visibility={visibility} onVisibility={setVisibility} team={team} onTeam={setTeam} teams={teams} />
+                <SharingFields sharing={sharing} teams={teams} />
               </>
             ) : (
               <p>

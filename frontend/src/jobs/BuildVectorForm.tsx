@@ -2,12 +2,14 @@
 // vector (mean difference or PCA). Starts a job; `onStarted` gets it.
 import { useState } from "react";
 import { api, unwrap } from "../api/client";
-import type { Deployment, Team, Visibility } from "../library/shared";
+import type { Deployment, Team } from "../library/shared";
 import { DeploymentField } from "../library/shared";
-import { SharingFields } from "../library/UploadForm";
-import { Button, Field, Notice, Panel } from "../ui/components";
+import { SharingFields, sharingBody } from "../library/sharing";
+import { Button, Field } from "../ui/components";
 import type { FieldErrors } from "../ui/formErrors";
-import { fieldError, otherErrors, useFieldAction } from "../ui/formErrors";
+import { fieldError } from "../ui/formErrors";
+import { FormPanel } from "../ui/formPanel";
+import { useCreateForm } from "./createForm";
 import type { Job } from "./model";
 import { parseIntList } from "./model";
 import type { Reduce } from "./pickers";
@@ -31,18 +33,14 @@ export function BuildVectorForm({
   teams: Team[];
   onStarted: (job: Job) => void;
 }) {
-  const [deployment, setDeployment] = useState("");
-  const chosen = deployment || deployments[0]?.name || "";
+  const form = useCreateForm(deployments);
+  const { chosen, name, action } = form;
   const layers = deployments.find((d) => d.name === chosen)?.num_layers ?? 0;
-  const [name, setName] = useState("");
   const [datasetId, setDatasetId] = useState<number | null>(null);
   const [layerText, setLayerText] = useState("");
   const [method, setMethod] = useState<Method>("mean_diff");
   const [reduce, setReduce] = useState<Reduce>("last");
-  const [visibility, setVisibility] = useState<Visibility>("private");
-  const [team, setTeam] = useState("");
   const datasets = useDatasets("contrastive");
-  const action = useFieldAction();
   const errors = action.errors;
 
   const submit = () => {
@@ -50,11 +48,7 @@ export function BuildVectorForm({
     const parsed = parseIntList(layerText);
     if (!parsed.ok) problems.layers = [parsed.error];
     if (datasetId === null) problems.dataset_id = ["Choose a contrastive dataset."];
-    if (!name.trim()) problems.name = ["Enter a name."];
-    if (!parsed.ok || datasetId === null || Object.keys(problems).length > 0) {
-      action.invalid(problems);
-      return;
-    }
+    if (form.rejects(problems) || !parsed.ok || datasetId === null) return;
     void action.run(async () => {
       const job = await unwrap(
         api.POST("/api/jobs/build-vector", {
@@ -65,8 +59,7 @@ export function BuildVectorForm({
             layers: parsed.value,
             method,
             reduce,
-            visibility,
-            team: team === "" ? null : Number(team),
+            ...sharingBody(form.sharing),
           },
         }),
       );
@@ -76,51 +69,37 @@ export function BuildVectorForm({
   };
 
   return (
-    <Panel title="Build a steering vector">
-      <Notice>{action.error}</Notice>
-      {otherErrors(errors, SHOWN).map((m) => <Notice key={m}>{m}</Notice>)}
-      <Notice tone="success">{action.done}</Notice>
-      <form
-        noValidate
-        onSubmit={(event) => {
-          event.preventDefault();
-          submit();
-        }}
+    <FormPanel title="Build a steering vector" action={action} shown={SHOWN} onSubmit={submit} submit="Start building" ready={!!chosen}>
+      <NameField value={name} onChange={form.setName} error={fieldError(errors, "name")} hint="The vector is saved to the library under this name." />
+      <DeploymentField deployments={deployments} chosen={chosen} onChange={form.setDeployment} />
+      <DatasetField datasets={datasets} kind="contrastive" value={datasetId} onChange={setDatasetId} error={fieldError(errors, "dataset_id")} />
+      <Field
+        label="Layers"
+        hint={layers ? `Commas and ranges, e.g. 1, 3-5 (0 to ${layers - 1}).` : "Commas and ranges, e.g. 1, 3-5."}
+        error={fieldError(errors, "layers")}
       >
-        <NameField value={name} onChange={setName} error={fieldError(errors, "name")} hint="The vector is saved to the library under this name." />
-        <DeploymentField deployments={deployments} chosen={chosen} onChange={setDeployment} />
-        <DatasetField datasets={datasets} kind="contrastive" value={datasetId} onChange={setDatasetId} error={fieldError(errors, "dataset_id")} />
-        <Field
-          label="Layers"
-          hint={layers ? `Commas and ranges, e.g. 1, 3-5 (0 to ${layers - 1}).` : "Commas and ranges, e.g. 1, 3-5."}
-          error={fieldError(errors, "layers")}
-        >
-          {(id, describedBy) => (
-            <div className="form-row">
-              <input
-                id={id}
-                type="text"
-                required
-                aria-describedby={describedBy}
-                value={layerText}
-                onChange={(e) => { setLayerText(e.target.value); }}
-                style={{ flex: 1 }}
-              />
-              <Button small disabled={!layers} onClick={() => { setLayerText(`0-${layers - 1}`); }}>
-                All layers
-              </Button>
-            </div>
-          )}
-        </Field>
-        <div className="form-row">
-          <ChoiceField label="Method" choices={METHODS} value={method} onChange={setMethod} error={fieldError(errors, "method")} />
-          <ChoiceField label="Token pooling" choices={REDUCTIONS} value={reduce} onChange={setReduce} error={fieldError(errors, "reduce")} />
-        </div>
-        <SharingFields visibility={visibility} onVisibility={setVisibility} team={team} onTeam={setTeam} teams={teams} />
-        <Button type="submit" variant="primary" disabled={action.busy || !chosen}>
-          Start building
-        </Button>
-      </form>
-    </Panel>
+        {(id, describedBy) => (
+          <div className="form-row">
+            <input
+              id={id}
+              type="text"
+              required
+              aria-describedby={describedBy}
+              value={layerText}
+              onChange={(e) => { setLayerText(e.target.value); }}
+              style={{ flex: 1 }}
+            />
+            <Button small disabled={!layers} onClick={() => { setLayerText(`0-${layers - 1}`); }}>
+              All layers
+            </Button>
+          </div>
+        )}
+      </Field>
+      <div className="form-row">
+        <ChoiceField label="Method" choices={METHODS} value={method} onChange={setMethod} error={fieldError(errors, "method")} />
+        <ChoiceField label="Token pooling" choices={REDUCTIONS} value={reduce} onChange={setReduce} error={fieldError(errors, "reduce")} />
+      </div>
+      <SharingFields sharing={form.sharing} teams={teams} />
+    </FormPanel>
   );
 }

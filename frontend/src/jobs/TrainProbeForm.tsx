@@ -2,12 +2,13 @@
 // held-out split (its metrics are the held-out ones). Starts a job; `onStarted` gets it.
 import { useState } from "react";
 import { api, unwrap } from "../api/client";
-import type { Deployment, Team, Visibility } from "../library/shared";
+import type { Deployment, Team } from "../library/shared";
 import { DeploymentField } from "../library/shared";
-import { SharingFields } from "../library/UploadForm";
-import { Button, Notice, Panel } from "../ui/components";
+import { SharingFields, sharingBody } from "../library/sharing";
 import type { FieldErrors } from "../ui/formErrors";
-import { fieldError, otherErrors, useFieldAction } from "../ui/formErrors";
+import { fieldError } from "../ui/formErrors";
+import { FormPanel } from "../ui/formPanel";
+import { useCreateForm } from "./createForm";
 import type { Job } from "./model";
 import type { Point, Reduce } from "./pickers";
 import {
@@ -35,10 +36,9 @@ export function TrainProbeForm({
   teams: Team[];
   onStarted: (job: Job) => void;
 }) {
-  const [deployment, setDeployment] = useState("");
-  const chosen = deployment || deployments[0]?.name || "";
+  const form = useCreateForm(deployments);
+  const { chosen, name, action } = form;
   const model = deployments.find((d) => d.name === chosen);
-  const [name, setName] = useState("");
   const [datasetId, setDatasetId] = useState<number | null>(null);
   // null: not edited yet (the middle layer of the chosen model).
   const [layer, setLayer] = useState<string | null>(null);
@@ -48,11 +48,8 @@ export function TrainProbeForm({
   const [heldout, setHeldout] = useState("0.2");
   const [l2, setL2] = useState("0.001");
   const [seed, setSeed] = useState("0");
-  const [visibility, setVisibility] = useState<Visibility>("private");
-  const [team, setTeam] = useState("");
   const datasets = useDatasets("labelled");
   const labels = useLabels(datasetId);
-  const action = useFieldAction();
   const errors = action.errors;
   const layers = model?.num_layers ?? 0;
   const layerText = layer ?? String(Math.floor(layers / 2));
@@ -68,11 +65,7 @@ export function TrainProbeForm({
     if (l2Value === null) problems.l2 = ["Enter a number."];
     if (seedValue === null) problems.seed = ["Enter a whole number."];
     if (datasetId === null) problems.dataset_id = ["Choose a labelled dataset."];
-    if (!name.trim()) problems.name = ["Enter a name."];
-    if (Object.keys(problems).length > 0 || datasetId === null || layerValue === null || heldoutValue === null || l2Value === null || seedValue === null) {
-      action.invalid(problems);
-      return;
-    }
+    if (form.rejects(problems) || datasetId === null || layerValue === null || heldoutValue === null || l2Value === null || seedValue === null) return;
     void action.run(async () => {
       const job = await unwrap(
         api.POST("/api/jobs/train-probe", {
@@ -87,8 +80,7 @@ export function TrainProbeForm({
             heldout_fraction: heldoutValue,
             l2: l2Value,
             seed: seedValue,
-            visibility,
-            team: team === "" ? null : Number(team),
+            ...sharingBody(form.sharing),
           },
         }),
       );
@@ -98,54 +90,40 @@ export function TrainProbeForm({
   };
 
   return (
-    <Panel title="Train a probe">
-      <Notice>{action.error}</Notice>
-      {otherErrors(errors, SHOWN).map((m) => <Notice key={m}>{m}</Notice>)}
-      <Notice tone="success">{action.done}</Notice>
-      <form
-        noValidate
-        onSubmit={(event) => {
-          event.preventDefault();
-          submit();
+    <FormPanel title="Train a probe" action={action} shown={SHOWN} onSubmit={submit} submit="Start training" ready={!!chosen}>
+      <NameField value={name} onChange={form.setName} error={fieldError(errors, "name")} hint="The probe is saved to the library under this name." />
+      <DeploymentField deployments={deployments} chosen={chosen} onChange={form.setDeployment} />
+      <DatasetField
+        datasets={datasets}
+        kind="labelled"
+        value={datasetId}
+        onChange={(id) => {
+          setDatasetId(id);
+          setPositive("");
         }}
-      >
-        <NameField value={name} onChange={setName} error={fieldError(errors, "name")} hint="The probe is saved to the library under this name." />
-        <DeploymentField deployments={deployments} chosen={chosen} onChange={setDeployment} />
-        <DatasetField
-          datasets={datasets}
-          kind="labelled"
-          value={datasetId}
-          onChange={(id) => {
-            setDatasetId(id);
-            setPositive("");
-          }}
-          error={fieldError(errors, "dataset_id")}
+        error={fieldError(errors, "dataset_id")}
+      />
+      <PositiveLabelField labels={labels} value={positive} onChange={setPositive} error={fieldError(errors, "positive_label")} />
+      <div className="form-row">
+        <NumberField
+          label="Layer"
+          step={1}
+          value={layerText}
+          onChange={setLayer}
+          hint={layers ? `0 to ${layers - 1}; negative counts from the end.` : undefined}
+          error={fieldError(errors, "layer")}
         />
-        <PositiveLabelField labels={labels} value={positive} onChange={setPositive} error={fieldError(errors, "positive_label")} />
-        <div className="form-row">
-          <NumberField
-            label="Layer"
-            step={1}
-            value={layerText}
-            onChange={setLayer}
-            hint={layers ? `0 to ${layers - 1}; negative counts from the end.` : undefined}
-            error={fieldError(errors, "layer")}
-          />
-          <ChoiceField label="Point" choices={POINTS} value={point} onChange={setPoint} hint="Where in the layer." error={fieldError(errors, "point")} />
-        </div>
-        <div className="form-row">
-          <ChoiceField label="Token pooling" choices={REDUCTIONS} value={reduce} onChange={setReduce} error={fieldError(errors, "reduce")} />
-          <NumberField label="Held-out fraction" step={0.05} min={0.05} max={0.85} value={heldout} onChange={setHeldout} error={fieldError(errors, "heldout_fraction")} />
-        </div>
-        <div className="form-row">
-          <NumberField label="L2 penalty" value={l2} onChange={setL2} min={0} error={fieldError(errors, "l2")} />
-          <NumberField label="Seed" step={1} min={0} value={seed} onChange={setSeed} error={fieldError(errors, "seed")} />
-        </div>
-        <SharingFields visibility={visibility} onVisibility={setVisibility} team={team} onTeam={setTeam} teams={teams} />
-        <Button type="submit" variant="primary" disabled={action.busy || !chosen}>
-          Start training
-        </Button>
-      </form>
-    </Panel>
+        <ChoiceField label="Point" choices={POINTS} value={point} onChange={setPoint} hint="Where in the layer." error={fieldError(errors, "point")} />
+      </div>
+      <div className="form-row">
+        <ChoiceField label="Token pooling" choices={REDUCTIONS} value={reduce} onChange={setReduce} error={fieldError(errors, "reduce")} />
+        <NumberField label="Held-out fraction" step={0.05} min={0.05} max={0.85} value={heldout} onChange={setHeldout} error={fieldError(errors, "heldout_fraction")} />
+      </div>
+      <div className="form-row">
+        <NumberField label="L2 penalty" value={l2} onChange={setL2} min={0} error={fieldError(errors, "l2")} />
+        <NumberField label="Seed" step={1} min={0} value={seed} onChange={setSeed} error={fieldError(errors, "seed")} />
+      </div>
+      <SharingFields sharing={form.sharing} teams={teams} />
+    </FormPanel>
   );
 }

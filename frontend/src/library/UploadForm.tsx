@@ -5,7 +5,7 @@ import type { ReactNode, RefObject } from "react";
 import { useAction } from "../api/useAction";
 import { Button, Field, Notice, Panel } from "../ui/components";
 import type { Team, Visibility } from "./shared";
-import { isVisibility } from "./shared";
+import { SharingFields, sharingBody, useSharing } from "./sharing";
 
 /** The fields every upload sends (`file` is the file's name: the multipart body carries the file). */
 export interface UploadFields {
@@ -43,8 +43,7 @@ export function UploadForm<T extends { name: string }>({
 }) {
   const [name, setName] = useState("");
   const [description, setDescription] = useState("");
-  const [visibility, setVisibility] = useState<Visibility>("private");
-  const [team, setTeam] = useState("");
+  const sharing = useSharing();
   const [file, setFile] = useState<File | null>(null);
   const fileInput = useRef<HTMLInputElement>(null);
   const action = useAction();
@@ -55,7 +54,7 @@ export function UploadForm<T extends { name: string }>({
       return;
     }
     void action.run(async () => {
-      const fields = { name, description, visibility, team: team === "" ? null : Number(team), file: file.name };
+      const fields = { name, description, ...sharingBody(sharing), file: file.name };
       const created = await upload(fields, file);
       setName("");
       setDescription("");
@@ -83,58 +82,13 @@ export function UploadForm<T extends { name: string }>({
         <Field label="Description">
           {(id) => <textarea id={id} rows={2} value={description} onChange={(e) => { setDescription(e.target.value); }} />}
         </Field>
-        <SharingFields visibility={visibility} onVisibility={setVisibility} team={team} onTeam={setTeam} teams={teams} />
+        <SharingFields sharing={sharing} teams={teams} />
         <FileField hint={fileHint} accept={accept} inputRef={fileInput} onFile={setFile} />
         <Button type="submit" variant="primary" disabled={action.busy || !ready}>
           {`Upload ${what}`}
         </Button>
       </form>
     </Panel>
-  );
-}
-
-/** Visibility and team selects of an upload form. */
-export function SharingFields({
-  visibility,
-  onVisibility,
-  team,
-  onTeam,
-  teams,
-}: {
-  visibility: Visibility;
-  onVisibility: (value: Visibility) => void;
-  team: string;
-  onTeam: (value: string) => void;
-  teams: Team[];
-}) {
-  return (
-    <div className="form-row">
-      <Field label="Visibility">
-        {(id) => (
-          <select
-            id={id}
-            value={visibility}
-            onChange={(e) => {
-              if (isVisibility(e.target.value)) onVisibility(e.target.value);
-            }}
-          >
-            <option value="private">Private (only me)</option>
-            <option value="team">Team</option>
-            <option value="public">Public (everyone)</option>
-          </select>
-        )}
-      </Field>
-      <Field label="Team" hint="Needed for team visibility.">
-        {(id, describedBy) => (
-          <select id={id} aria-describedby={describedBy} value={team} onChange={(e) => { onTeam(e.target.value); }}>
-            <option value="">No team</option>
-            {teams.map((t) => (
-              <option key={t.id} value={t.id}>{t.name}</option>
-            ))}
-          </select>
-        )}
-      </Field>
-    </div>
   );
 }
 

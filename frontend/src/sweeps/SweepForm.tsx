@@ -4,15 +4,17 @@ import { useState } from "react";
 import { api, unwrap } from "../api/client";
 import { useResource } from "../api/useResource";
 import { ProbePicker } from "../boards/ProbePicker";
+import { useCreateForm } from "../jobs/createForm";
 import type { Job } from "../jobs/model";
 import { parseIntList, parseLines, parseNumberList } from "../jobs/model";
 import { ChoiceField, NameField, NumberField, wholeNumber } from "../jobs/pickers";
-import type { Deployment, Team, Visibility } from "../library/shared";
+import type { Deployment, Team } from "../library/shared";
 import { DeploymentField } from "../library/shared";
-import { SharingFields } from "../library/UploadForm";
-import { Button, Field, Notice, Panel } from "../ui/components";
+import { SharingFields, sharingBody } from "../library/sharing";
+import { Field, Notice } from "../ui/components";
 import type { FieldErrors } from "../ui/formErrors";
-import { fieldError, otherErrors, useFieldAction } from "../ui/formErrors";
+import { fieldError } from "../ui/formErrors";
+import { FormPanel } from "../ui/formPanel";
 
 const NORMALIZE = [
   ["none", "None"],
@@ -38,9 +40,8 @@ export function SweepForm({
   teams: Team[];
   onStarted: (job: Job) => void;
 }) {
-  const [deployment, setDeployment] = useState("");
-  const chosen = deployment || deployments[0]?.name || "";
-  const [name, setName] = useState("");
+  const form = useCreateForm(deployments);
+  const { chosen, name, action } = form;
   const [vectorId, setVectorId] = useState<number | null>(null);
   const [layerText, setLayerText] = useState<string | null>(null);
   const [scales, setScales] = useState("-8, -4, 0, 4, 8");
@@ -50,8 +51,6 @@ export function SweepForm({
   const [normalize, setNormalize] = useState<Normalize>("none");
   const [positions, setPositions] = useState<Positions>("all");
   const [seed, setSeed] = useState("0");
-  const [visibility, setVisibility] = useState<Visibility>("private");
-  const [team, setTeam] = useState("");
   const vectors = useResource(
     () => (chosen ? unwrap(api.GET("/api/vectors", { params: { query: { deployment: chosen, limit: 100 } } })) : Promise.resolve({ items: [], count: 0 })),
     chosen,
@@ -59,7 +58,6 @@ export function SweepForm({
   const vector = vectors.data?.items.find((v) => v.id === vectorId);
   // The layers default to all of the vector's until edited.
   const layersValue = layerText ?? vector?.layers.join(", ") ?? "";
-  const action = useFieldAction();
   const errors = action.errors;
 
   const submit = () => {
@@ -69,17 +67,13 @@ export function SweepForm({
     const promptList = parseLines(prompts);
     const tokens = wholeNumber(maxTokens);
     const seedValue = wholeNumber(seed);
-    if (!name.trim()) problems.name = ["Enter a name."];
     if (vectorId === null) problems.vector_id = ["Choose a steering vector."];
     if (!layers.ok) problems.layers = [layers.error];
     if (!scaleList.ok) problems.scales = [scaleList.error];
     if (promptList.length === 0) problems.prompts = ["Enter at least one prompt, one per line."];
     if (tokens === null) problems.max_new_tokens = ["Enter a whole number."];
     if (seedValue === null) problems.seed = ["Enter a whole number."];
-    if (vectorId === null || !layers.ok || !scaleList.ok || tokens === null || seedValue === null || Object.keys(problems).length > 0) {
-      action.invalid(problems);
-      return;
-    }
+    if (form.rejects(problems) || vectorId === null || !layers.ok || !scaleList.ok || tokens === null || seedValue === null) return;
     void action.run(async () => {
       const job = await unwrap(
         api.POST("/api/jobs/sweep", {
@@ -95,8 +89,7 @@ export function SweepForm({
             normalize,
             positions,
             seed: seedValue,
-            visibility,
-            team: team === "" ? null : Number(team),
+            ...sharingBody(form.sharing),
           },
         }),
       );
@@ -112,92 +105,85 @@ export function SweepForm({
   })();
 
   return (
-    <Panel title="New sweep">
-      <Notice>{action.error}</Notice>
-      {otherErrors(errors, SHOWN).map((m) => <Notice key={m}>{m}</Notice>)}
-      <Notice tone="success">{action.done}</Notice>
-      <Notice>{vectors.error}</Notice>
-      <form
-        noValidate
-        onSubmit={(event) => {
-          event.preventDefault();
-          submit();
+    <FormPanel
+      title="New sweep"
+      action={action}
+      shown={SHOWN}
+      notices={<Notice>{vectors.error}</Notice>}
+      onSubmit={submit}
+      submit="Start the sweep"
+      ready={!!chosen}
+    >
+      <NameField value={name} onChange={form.setName} error={fieldError(errors, "name")} />
+      <DeploymentField
+        deployments={deployments}
+        chosen={chosen}
+        onChange={(next) => {
+          form.setDeployment(next);
+          setVectorId(null);
+          setProbeIds([]);
         }}
+      />
+      <Field
+        label="Steering vector"
+        hint={vectors.data && vectors.data.items.length === 0 ? "No vectors for this model: build or upload one." : undefined}
+        error={fieldError(errors, "vector_id")}
       >
-        <NameField value={name} onChange={setName} error={fieldError(errors, "name")} />
-        <DeploymentField
-          deployments={deployments}
-          chosen={chosen}
-          onChange={(next) => {
-            setDeployment(next);
-            setVectorId(null);
-            setProbeIds([]);
-          }}
-        />
-        <Field
-          label="Steering vector"
-          hint={vectors.data && vectors.data.items.length === 0 ? "No vectors for this model: build or upload one." : undefined}
-          error={fieldError(errors, "vector_id")}
-        >
-          {(id, describedBy) => (
-            <select
-              id={id}
-              aria-describedby={describedBy}
-              required
-              value={vectorId ?? ""}
-              onChange={(e) => {
-                setVectorId(e.target.value === "" ? null : Number(e.target.value));
-                setLayerText(null);
-              }}
-            >
-              <option value="">Choose…</option>
-              {vectors.data?.items.map((v) => (
-                <option key={v.id} value={v.id}>
-                  {v.name} ({v.public_id}, layers {v.layers.join(", ")})
-                </option>
-              ))}
-            </select>
-          )}
-        </Field>
-        <Field label="Layers" hint="Layers the vector has a direction for; commas and ranges." error={fieldError(errors, "layers")}>
-          {(id, describedBy) => (
-            <input id={id} type="text" aria-describedby={describedBy} value={layersValue} onChange={(e) => { setLayerText(e.target.value); }} />
-          )}
-        </Field>
-        <Field
-          label="Scales"
-          hint={`Numbers, e.g. -8, -4, 0, 4, 8.${cells !== null ? ` ${cells} cells (at most 64).` : ""}`}
-          error={fieldError(errors, "scales")}
-        >
-          {(id, describedBy) => (
-            <input id={id} type="text" aria-describedby={describedBy} value={scales} onChange={(e) => { setScales(e.target.value); }} />
-          )}
-        </Field>
-        <Field label="Prompts" hint="One per line (at most 64)." error={fieldError(errors, "prompts")}>
-          {(id, describedBy) => (
-            <textarea id={id} rows={4} aria-describedby={describedBy} value={prompts} onChange={(e) => { setPrompts(e.target.value); }} />
-          )}
-        </Field>
-        <ProbePicker
-          deployment={chosen}
-          selected={probeIds}
-          onChange={setProbeIds}
-          legend="Probes to read"
-          error={fieldError(errors, "probe_ids")}
-        />
-        <div className="form-row">
-          <NumberField label="Max new tokens" step={1} min={1} max={256} value={maxTokens} onChange={setMaxTokens} error={fieldError(errors, "max_new_tokens")} />
-          <NumberField label="Seed" step={1} min={0} value={seed} onChange={setSeed} error={fieldError(errors, "seed")} />
-        </div>
-        <div className="form-row">
-          <ChoiceField label="Normalize" choices={NORMALIZE} value={normalize} onChange={setNormalize} hint="The direction's length before scaling." error={fieldError(errors, "normalize")} />
-          <ChoiceField label="Positions" choices={POSITIONS} value={positions} onChange={setPositions} hint="Where the vector is added." error={fieldError(errors, "positions")} />
-        </div>
-        <SharingFields visibility={visibility} onVisibility={setVisibility} team={team} onTeam={setTeam} teams={teams} />
-        <Button type="submit" variant="primary" disabled={action.busy || !chosen}>
-          Start the sweep
-        </Button>
-      </form>
-    </Panel>
+        {(id, describedBy) => (
+          <select
+            id={id}
+            aria-describedby={describedBy}
+            required
+            value={vectorId ?? ""}
+            onChange={(e) => {
+              setVectorId(e.target.value === "" ? null : Number(e.target.value));
+              setLayerText(null);
+            }}
+          >
+            <option value="">Choose…</option>
+            {vectors.data?.items.map((v) => (
+              <option key={v.id} value={v.id}>
+                {v.name} ({v.public_id}, layers {v.layers.join(", ")})
+              </option>
+            ))}
+          </select>
+        )}
+      </Field>
+      <Field label="Layers" hint="Layers the vector has a direction for; commas and ranges." error={fieldError(errors, "layers")}>
+        {(id, describedBy) => (
+          <input id={id} type="text" aria-describedby={describedBy} value={layersValue} onChange={(e) => { setLayerText(e.target.value); }} />
+        )}
+      </Field>
+      <Field
+        label="Scales"
+        hint={`Numbers, e.g. -8, -4, 0, 4, 8.${cells !== null ? ` ${cells} cells (at most 64).` : ""}`}
+        error={fieldError(errors, "scales")}
+      >
+        {(id, describedBy) => (
+          <input id={id} type="text" aria-describedby={describedBy} value={scales} onChange={(e) => { setScales(e.target.value); }} />
+        )}
+      </Field>
+      <Field label="Prompts" hint="One per line (at most 64)." error={fieldError(errors, "prompts")}>
+        {(id, describedBy) => (
+          <textarea id={id} rows={4} aria-describedby={describedBy} value={prompts} onChange={(e) => { setPrompts(e.target.value); }} />
+        )}
+      </Field>
+      <ProbePicker
+        deployment={chosen}
+        selected={probeIds}
+        onChange={setProbeIds}
+        legend="Probes to read"
+        error={fieldError(errors, "probe_ids")}
+      />
+      <div className="form-row">
+        <NumberField label="Max new tokens" step={1} min={1} max={256} value={maxTokens} onChange={setMaxTokens} error={fieldError(errors, "max_new_tokens")} />
+        <NumberField label="Seed" step={1} min={0} value={seed} onChange={setSeed} error={fieldError(errors, "seed")} />
+      </div>
+      <div className="form-row">
+        <ChoiceField label="Normalize" choices={NORMALIZE} value={normalize} onChange={setNormalize} hint="The direction's length before scaling." error={fieldError(errors, "normalize")} />
+        <ChoiceField label="Positions" choices={POSITIONS} value={positions} onChange={setPositions} hint="Where the vector is added." error={fieldError(errors, "positions")} />
+      </div>
+      <SharingFields sharing={form.sharing} teams={teams} />
+    </FormPanel>
   );
 }
