@@ -77,6 +77,15 @@ def state(model: type[Model], pk: int) -> tuple[str, float] | None:
     return status, left
 
 
+def refusal(model: type[Model], pk: int, what: str) -> tuple[str, str, float]:
+    """Why ``claim`` returned None, as (status, detail, retry in seconds): ``busy`` while another
+    live worker's lease runs (look again when it expires), else ``skipped``."""
+    current = state(model, pk)
+    if current is not None and current[0] == RUNNING:
+        return "busy", f"another worker holds the {what}", max(current[1], 0.0) + 0.5
+    return "skipped", f"not claimable ({current[0] if current else 'gone'})", 0.0
+
+
 def renew(model: type[Model], pk: int, worker: str, attempt: int, lease_seconds: float) -> None:
     renewed = model._default_manager.filter(
         pk=pk, status=RUNNING, lease_owner=worker, attempt=attempt

@@ -36,14 +36,6 @@ pytestmark = [pytest.mark.django_db, pytest.mark.timeout(600)]
 _MODELS: dict[str, HostedModel] = {}  # the tiny engine, loaded once for the module
 
 
-def planted(n: int, seed: int) -> list[dict[str, str]]:
-    return marker_rows(n, seed)
-
-
-def pairs(n: int, seed: int) -> list[dict[str, str]]:
-    return marker_pairs(n, seed)
-
-
 @pytest.fixture
 def host() -> Iterator[EngineHost]:
     host = EngineHost(InMemoryChannelLayer(), models=_MODELS)
@@ -77,7 +69,7 @@ def _random_probe(user: Any, deployment: Any, layer: int, seed: int = 5, **kw: A
 
 @pytest.fixture
 def marker_probe(alice: Any, tiny_deployment: Any, host: EngineHost) -> Probe:
-    train = _dataset(alice, "marker train", "labelled", planted(160, seed=1))
+    train = _dataset(alice, "marker train", "labelled", marker_rows(160, seed=1))
     job = jobs.train_probe(
         alice, tiny_deployment, dataset_id=train.pk, name="marker probe", layer=2, heldout_fraction=0.25
     )
@@ -97,7 +89,7 @@ def test_a_probe_trained_on_a_planted_marker_separates_and_a_random_one_does_not
     assert marker_probe.provenance["source"] == "job"
     assert marker_probe.label_names == ["no", "yes"] and marker_probe.layer == 2
 
-    evaluation = _dataset(alice, "marker eval", "labelled", planted(120, seed=2))
+    evaluation = _dataset(alice, "marker eval", "labelled", marker_rows(120, seed=2))
     random_probe = _random_probe(alice, tiny_deployment, layer=2)
     board = boards.create_board(
         alice,
@@ -141,7 +133,7 @@ def _forward_counter(host: EngineHost, deployment: Any) -> list[int]:
 def test_fifty_probes_on_one_layer_cost_one_activation_pass(
     alice: Any, tiny_deployment: Any, host: EngineHost
 ) -> None:
-    evaluation = _dataset(alice, "eval", "labelled", planted(20, seed=3))
+    evaluation = _dataset(alice, "eval", "labelled", marker_rows(20, seed=3))
     probes = [_random_probe(alice, tiny_deployment, layer=1, seed=s) for s in range(50)]
     calls = _forward_counter(host, tiny_deployment)
     passes = {}
@@ -162,7 +154,7 @@ def test_fifty_probes_on_one_layer_cost_one_activation_pass(
 
 
 def test_board_rules(alice: Any, bob: Any, carol: Any, team_t: Any, tiny_deployment: Any) -> None:
-    data = _dataset(alice, "eval", "labelled", planted(8, seed=4), team=team_t, visibility="team")
+    data = _dataset(alice, "eval", "labelled", marker_rows(8, seed=4), team=team_t, visibility="team")
     mine = _random_probe(alice, tiny_deployment, layer=1)
     board = boards.create_board(
         alice, tiny_deployment, name="b", dataset_id=data.pk, team=team_t, visibility="team"
@@ -177,7 +169,7 @@ def test_board_rules(alice: Any, bob: Any, carol: Any, team_t: Any, tiny_deploym
     assert [p.pk for p in boards.board_probes(board)] == [bobs.pk, mine.pk]
     with pytest.raises(ValidationError):
         boards.create_board(alice, tiny_deployment, name="x", dataset_id=data.pk, positive_label="maybe")
-    other = _dataset(carol, "carol's", "labelled", planted(8, seed=5))
+    other = _dataset(carol, "carol's", "labelled", marker_rows(8, seed=5))
     with pytest.raises(ValidationError):  # someone else's private dataset reads as unknown
         boards.create_board(alice, tiny_deployment, name="x", dataset_id=other.pk)
     with pytest.raises(ValidationError):  # a board's dataset cannot be deleted under it
@@ -190,7 +182,7 @@ def test_board_rules(alice: Any, bob: Any, carol: Any, team_t: Any, tiny_deploym
 def test_a_vector_from_contrastive_pairs_steers_the_marker_probe_and_a_sweep_measures_its_cost(
     alice: Any, tiny_deployment: Any, host: EngineHost, marker_probe: Probe
 ) -> None:
-    contrast = _dataset(alice, "pairs", "contrastive", pairs(48, seed=6))
+    contrast = _dataset(alice, "pairs", "contrastive", marker_pairs(48, seed=6))
     job = _run(
         jobs.build_vector(alice, tiny_deployment, dataset_id=contrast.pk, name="marker", layers=[1]),
         host,
@@ -289,7 +281,7 @@ def _vector_file() -> bytes:
 def test_a_failed_job_resumes_from_its_completed_batches(
     alice: Any, tiny_deployment: Any, host: EngineHost, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = _dataset(alice, "train", "labelled", planted(80, seed=7))  # 5 batches of 16
+    data = _dataset(alice, "train", "labelled", marker_rows(80, seed=7))  # 5 batches of 16
     uninterrupted = _run(
         jobs.train_probe(alice, tiny_deployment, dataset_id=data.pk, name="whole", layer=1, reduce="mean"),
         host,
@@ -328,9 +320,9 @@ def test_a_failed_job_resumes_from_its_completed_batches(
 def test_a_changed_dataset_fails_the_job_instead_of_mixing_versions(
     alice: Any, tiny_deployment: Any, host: EngineHost
 ) -> None:
-    data = _dataset(alice, "train", "labelled", planted(8, seed=8))
+    data = _dataset(alice, "train", "labelled", marker_rows(8, seed=8))
     job = jobs.train_probe(alice, tiny_deployment, dataset_id=data.pk, name="p", layer=1)
-    library.replace_dataset_rows(alice, data, planted(10, seed=9))
+    library.replace_dataset_rows(alice, data, marker_rows(10, seed=9))
     assert execute_job(job.pk, host).status == "failed"
     job.refresh_from_db()
     assert "changed after the job was created" in job.error and not Probe.objects.filter(name="p").exists()
@@ -339,7 +331,7 @@ def test_a_changed_dataset_fails_the_job_instead_of_mixing_versions(
 def test_cancel_stops_a_job_and_a_finished_job_is_never_rerun(
     alice: Any, bob: Any, tiny_deployment: Any, host: EngineHost
 ) -> None:
-    data = _dataset(alice, "train", "labelled", planted(8, seed=10))
+    data = _dataset(alice, "train", "labelled", marker_rows(8, seed=10))
     job = jobs.train_probe(alice, tiny_deployment, dataset_id=data.pk, name="p", layer=1)
     with pytest.raises(Exception):  # noqa: B017  (bob cannot see it: the API maps this to 404)
         jobs.get_job(bob, job.pk)
@@ -358,7 +350,7 @@ def test_each_person_has_a_few_active_jobs_at_most(alice: Any, tiny_deployment: 
     from webapp.playground.services import PlaygroundError
 
     settings.STEERLAB_MAX_ACTIVE_JOBS = 2
-    data = _dataset(alice, "train", "labelled", planted(8, seed=11))
+    data = _dataset(alice, "train", "labelled", marker_rows(8, seed=11))
     first = jobs.train_probe(alice, tiny_deployment, dataset_id=data.pk, name="a", layer=1)
     jobs.train_probe(alice, tiny_deployment, dataset_id=data.pk, name="b", layer=1)
     with pytest.raises(PlaygroundError) as info:

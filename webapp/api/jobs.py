@@ -7,6 +7,7 @@ an edit the user may not make on one they can see is a 403.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +22,6 @@ from webapp.compare import services as boards
 from webapp.compare.models import Board, Pooling
 from webapp.jobs import services
 from webapp.jobs.models import Job, JobKind, JobStatus
-from webapp.jobs.sweep import transcripts as sweep_transcripts
 from webapp.library import services as library
 from webapp.library.models import Point, Visibility
 
@@ -51,13 +51,15 @@ class JobOut(OwnedOut):
         return obj.deployment.name
 
 
-class Sharing(Schema):
+class StartIn(Schema):
+    """What every start request names: the deployment, and who may see what it makes."""
+
+    deployment: str
     visibility: Visibility = Visibility.PRIVATE
     team: int | None = None
 
 
-class BuildVectorIn(Sharing):
-    deployment: str
+class BuildVectorIn(StartIn):
     dataset_id: int
     name: str
     layers: list[int]
@@ -65,8 +67,7 @@ class BuildVectorIn(Sharing):
     reduce: str = "last"
 
 
-class TrainProbeIn(Sharing):
-    deployment: str
+class TrainProbeIn(StartIn):
     dataset_id: int
     name: str
     layer: int
@@ -78,8 +79,7 @@ class TrainProbeIn(Sharing):
     seed: int = 0
 
 
-class SweepIn(Sharing):
-    deployment: str
+class SweepIn(StartIn):
     vector_id: int
     name: str
     layers: list[int]
@@ -116,64 +116,34 @@ def list_jobs(request: HttpRequest, kind: str | None = None, q: str | None = Non
     return _search(jobs.filter(kind=kind) if kind else jobs, q)
 
 
-@router.post("/jobs/build-vector", response={201: JobOut, **DENIED})
-def build_vector(request: HttpRequest, payload: BuildVectorIn) -> Status[object]:
+def _start(request: HttpRequest, payload: StartIn, start: Callable[..., Any]) -> Status[object]:
+    """Call a service that starts something: the payload's fields are its keyword arguments, with
+    the deployment looked up by name and the team checked for the user."""
     user = _user(request)
-    job = services.build_vector(
+    fields = payload.model_dump(exclude={"deployment", "team", "visibility"})
+    made = start(
         user,
         library.deployment_named(payload.deployment),
-        dataset_id=payload.dataset_id,
-        name=payload.name,
-        layers=payload.layers,
-        method=payload.method,
-        reduce=payload.reduce,
         team=_team(user, payload.team),
         visibility=payload.visibility,
+        **fields,
     )
-    return Status(201, job)
+    return Status(201, made)
+
+
+@router.post("/jobs/build-vector", response={201: JobOut, **DENIED})
+def build_vector(request: HttpRequest, payload: BuildVectorIn) -> Status[object]:
+    return _start(request, payload, services.build_vector)
 
 
 @router.post("/jobs/train-probe", response={201: JobOut, **DENIED})
 def train_probe(request: HttpRequest, payload: TrainProbeIn) -> Status[object]:
-    user = _user(request)
-    job = services.train_probe(
-        user,
-        library.deployment_named(payload.deployment),
-        dataset_id=payload.dataset_id,
-        name=payload.name,
-        layer=payload.layer,
-        point=payload.point,
-        reduce=payload.reduce,
-        positive_label=payload.positive_label,
-        heldout_fraction=payload.heldout_fraction,
-        l2=payload.l2,
-        seed=payload.seed,
-        team=_team(user, payload.team),
-        visibility=payload.visibility,
-    )
-    return Status(201, job)
+    return _start(request, payload, services.train_probe)
 
 
 @router.post("/jobs/sweep", response={201: JobOut, **DENIED})
 def sweep(request: HttpRequest, payload: SweepIn) -> Status[object]:
-    user = _user(request)
-    job = services.sweep(
-        user,
-        library.deployment_named(payload.deployment),
-        vector_id=payload.vector_id,
-        name=payload.name,
-        layers=payload.layers,
-        scales=payload.scales,
-        prompts=payload.prompts,
-        probe_ids=payload.probe_ids,
-        max_new_tokens=payload.max_new_tokens,
-        normalize=payload.normalize,
-        positions=payload.positions,
-        seed=payload.seed,
-        team=_team(user, payload.team),
-        visibility=payload.visibility,
-    )
-    return Status(201, job)
+    return _start(request, payload, services.sweep)
 
 
 @router.get("/jobs/{job_id}", response={200: JobOut, 404: DetailOut})
@@ -196,21 +166,13 @@ def resume_job(request: HttpRequest, job_id: int) -> Job:
 @router.get("/jobs/{job_id}/cells/{cell}/transcripts", response={200: list[TranscriptOut], **DENIED})
 def get_transcripts(request: HttpRequest, job_id: int, cell: int) -> Any:
     """A finished sweep cell's texts (``cell`` indexes ``result.cells``), beside the baseline."""
-    job = services.get_job(_user(request), job_id)
-    if job.kind != JobKind.SWEEP or job.status != JobStatus.DONE:
-        return Status(400, {"detail": "Transcripts are read from a finished sweep."})
-    cells = job.result.get("cells", [])
-    if not 0 <= cell < len(cells):
-        return Status(404, {"detail": "Not Found"})
-    batches = [bytes(b.data) for b in job.batches.order_by("index")]
-    return sweep_transcripts(batches, cells[cell]["layer"], cells[cell]["scale"])
+    return services.cell_transcripts(services.get_job(_user(request), job_id), cell)
 
 
 # --------------------------------------------------------------------------------------------
 # Boards
 # --------------------------------------------------------------------------------------------
-class BoardIn(Sharing):
-    deployment: str
+class BoardIn(StartIn):
     name: str
     dataset_id: int
     positive_label: str | None = None
@@ -278,20 +240,7 @@ def list_boards(request: HttpRequest, q: str | None = None) -> QuerySet[Any]:
 
 @router.post("/boards", response={201: BoardDetailOut, **DENIED})
 def create_board(request: HttpRequest, payload: BoardIn) -> Status[object]:
-    user = _user(request)
-    board = boards.create_board(
-        user,
-        library.deployment_named(payload.deployment),
-        name=payload.name,
-        dataset_id=payload.dataset_id,
-        positive_label=payload.positive_label,
-        pooling=payload.pooling,
-        probe_ids=payload.probe_ids,
-        description=payload.description,
-        team=_team(user, payload.team),
-        visibility=payload.visibility,
-    )
-    return Status(201, board)
+    return _start(request, payload, boards.create_board)
 
 
 @router.get("/boards/{board_id}", response={200: BoardDetailOut, 404: DetailOut})

@@ -11,7 +11,6 @@ pairwise agreement and the ROC curves.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -22,41 +21,33 @@ from sklearn.metrics import roc_curve
 
 from interventions.evaluation import agreement, evaluate_probes
 from interventions.probes import ProbeBank
-from webapp.jobs.kinds import COLLECT_BATCH, dataset_rows, metrics_json
+from webapp.jobs.kinds import (
+    COLLECT_BATCH,
+    intervals_json,
+    json_number,
+    labelled_items,
+    metrics_json,
+    pinned_probes,
+)
 from webapp.jobs.models import Job
 from webapp.jobs.runner import JobContext, JobFailed
-from webapp.library.models import Probe
 from webapp.library.services import load_probe
 
 ROC_POINTS = 101  # a curve is kept to at most this many points (enough for a plot)
 TRACE_TOKENS = 512  # an example's per-token trace keeps its last this many tokens
 
 
-def board_probes(job: Job) -> list[Probe]:
-    """The probes the job evaluates, in the job's order, refused if any changed or vanished."""
-    wanted = job.params["probes"]
-    found = {p.pk: p for p in Probe.objects.filter(pk__in=[w["id"] for w in wanted])}
-    out = []
-    for w in wanted:
-        probe = found.get(w["id"])
-        if probe is None or probe.content_hash != w["content_hash"]:
-            raise JobFailed(f"probe prb_{w['id']} was deleted or changed after the evaluation was started")
-        out.append(probe)
-    return out
-
-
 class EvaluateBoard:
     batch_size = COLLECT_BATCH
 
     def items(self, job: Job) -> list[Any]:
-        positive = job.params["positive_label"]
-        return [(row["text"], int(row["label"] == positive)) for row in dataset_rows(job, "labelled")]
+        return labelled_items(job)
 
     def _banks(self, ctx: JobContext) -> dict[tuple[int, str], tuple[ProbeBank, list[int]]]:
         """Per site: a bank of the probes reading it, and their columns in the board's order."""
         if "banks" not in ctx.cache:
             columns: dict[tuple[int, str], list[int]] = {}
-            probes = board_probes(ctx.job)
+            probes = pinned_probes(ctx.job)
             for column, probe in enumerate(probes):
                 columns.setdefault((probe.layer, probe.point), []).append(column)
             ctx.cache["banks"] = {
@@ -69,12 +60,11 @@ class EvaluateBoard:
 
     def run_batch(self, ctx: JobContext, items: list[Any]) -> bytes:
         banks = self._banks(ctx)
-        texts = [text for text, _ in items]
-        acts = ctx.collect(texts, sorted(banks), "none")
+        prompts = [ctx.tokens(text) for text, _ in items]
+        acts = ctx.collect(prompts, sorted(banks), "none")
         pooling = ctx.job.params["pooling"]
         out: dict[str, torch.Tensor] = {}
-        for i, (text, example) in enumerate(zip(texts, acts, strict=True)):
-            tokens = ctx.tokens(text)
+        for i, (tokens, example) in enumerate(zip(prompts, acts, strict=True)):
             scores = torch.empty(len(tokens), ctx.cache["width"])
             for site, (bank, cols) in banks.items():
                 scores[:, cols] = bank.score(example[site].float())
@@ -83,10 +73,10 @@ class EvaluateBoard:
             out[f"tokens.{i}"] = torch.tensor(tokens[-TRACE_TOKENS:], dtype=torch.int32)
         return save_tensors(out)
 
-    def finish(self, ctx: JobContext, batches: list[bytes]) -> None:
+    def finish(self, ctx: JobContext, items: list[Any], batches: list[bytes]) -> None:
         job = ctx.job
-        probes = board_probes(job)
-        labels = torch.tensor([label for _, label in self.items(job)], dtype=torch.int64)
+        probes = pinned_probes(job)
+        labels = torch.tensor([label for _, label in items], dtype=torch.int64)
         pooled = torch.stack(list(_pooled(batches))).T  # [P, n]
         if pooled.shape[1] != labels.shape[0]:
             raise JobFailed("the stored batches do not cover the dataset")
@@ -109,9 +99,7 @@ class EvaluateBoard:
                     "layer": probe.layer,
                     "point": probe.point,
                     "metrics": metrics_json(evaluation.metrics),
-                    "intervals": {
-                        name: [_number(iv.low), _number(iv.high)] for name, iv in evaluation.intervals.items()
-                    },
+                    "intervals": intervals_json(evaluation),
                     "roc": _roc(y, pooled[p].numpy()) if both else None,
                 }
                 for p, (probe, evaluation) in enumerate(zip(probes, evaluations, strict=True))
@@ -145,12 +133,8 @@ def example_trace(batches: dict[int, bytes], batch_size: int, example: int) -> t
     return tensors[f"tokens.{key}"].tolist(), tensors[f"scores.{key}"].float()
 
 
-def _number(value: float) -> float | None:
-    return None if math.isnan(value) or math.isinf(value) else round(float(value), 6)
-
-
 def _matrix(m: torch.Tensor) -> list[list[float | None]]:
-    return [[_number(float(v)) for v in row] for row in m.tolist()]
+    return [[json_number(float(v)) for v in row] for row in m.tolist()]
 
 
 def _roc(y: np.ndarray, scores: np.ndarray) -> dict[str, list[float]]:

@@ -3,28 +3,27 @@
 Client messages: ``{type: "watch", job}`` (checked against the user's rights on every message;
 the reply is the job's persisted state, then every change as it happens) and
 ``{type: "unwatch", job}``. Frames: ``{type: "job", job, status, attempt, done, total, error}``;
-a bad message gets ``{type: "error", code, message}`` and the socket stays open.
+a bad message gets ``{type: "error", code, message}`` (``webapp.sockets``) and the socket stays open.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from webapp.jobs import services
 from webapp.jobs.models import Job
 from webapp.jobs.runner import job_frame, job_group
 from webapp.playground import hosting
+from webapp.sockets import JsonFrameConsumer
 
 MAX_WATCHED = 64
 
 
-class JobConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+class JobConsumer(JsonFrameConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
@@ -40,15 +39,7 @@ class JobConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         for job_id in getattr(self, "watched", set()):
             await self.channel_layer.group_discard(job_group(job_id), self.channel_name)
 
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **_: Any) -> None:
-        if text_data is None or len(text_data.encode()) > settings.STEERLAB_MAX_FRAME_BYTES:
-            await self.error("invalid", "send JSON text frames of at most the frame limit")
-            return
-        try:
-            content = json.loads(text_data)
-        except ValueError:
-            await self.error("invalid", "the frame is not valid JSON")
-            return
+    async def receive_json(self, content: Any, **_: Any) -> None:
         if not isinstance(content, dict) or content.get("type") not in ("watch", "unwatch"):
             await self.error("unknown_type", "messages are {type: watch|unwatch, job}")
             return
@@ -80,9 +71,6 @@ class JobConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             return
         self.watched.add(job_id)
         await self.send_json(frame)
-
-    async def error(self, code: str, message: str) -> None:
-        await self.send_json({"type": "error", "code": code, "message": message})
 
     async def run_events(self, message: dict[str, Any]) -> None:
         """Frames published for a watched job (the host's publisher batches them)."""

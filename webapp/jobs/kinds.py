@@ -19,13 +19,13 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from interventions.evaluation import evaluate_probes
+from interventions.evaluation import Evaluation, evaluate_probes
 from interventions.probes import ProbeMetrics, train_probe
 from interventions.vectors import from_contrastive
 from webapp.jobs.models import Job, JobKind
 from webapp.jobs.runner import JobContext, JobFailed, Kind
 from webapp.library import services as library
-from webapp.library.models import Dataset
+from webapp.library.models import Dataset, Probe
 
 COLLECT_BATCH = 16  # prompts per batch: one stored, resumable unit of work
 
@@ -56,6 +56,38 @@ def made_by(job: Job, **extra: Any) -> dict[str, Any]:
     }
 
 
+def labelled_items(job: Job) -> list[tuple[str, int]]:
+    """A labelled dataset's rows as (text, 1 if the row has the job's positive label else 0)."""
+    positive = job.params["positive_label"]
+    return [(row["text"], int(row["label"] == positive)) for row in dataset_rows(job, "labelled")]
+
+
+def pinned_probes(job: Job) -> list[Probe]:
+    """The probes the job's params name, in their order, refused if any vanished or changed."""
+    wanted = job.params["probes"]
+    found = {
+        p.pk: p
+        for p in Probe.objects.select_related("deployment", "owner").filter(pk__in=[w["id"] for w in wanted])
+    }
+    out = []
+    for w in wanted:
+        probe = found.get(w["id"])
+        if probe is None or probe.content_hash != w["content_hash"]:
+            raise JobFailed(f"probe prb_{w['id']} was deleted or changed after the job was started")
+        out.append(probe)
+    return out
+
+
+def json_number(value: float) -> float | None:
+    """A statistic for JSON: rounded, and null where it is undefined (JSON has no NaN or inf)."""
+    return None if math.isnan(value) or math.isinf(value) else round(float(value), 6)
+
+
+def intervals_json(evaluation: Evaluation) -> dict[str, list[float | None]]:
+    """An evaluation's confidence intervals as ``{metric: [low, high]}``."""
+    return {name: [json_number(iv.low), json_number(iv.high)] for name, iv in evaluation.intervals.items()}
+
+
 def metrics_json(metrics: ProbeMetrics) -> dict[str, Any]:
     """Metrics as JSON (an undefined AUROC is null: JSON has no NaN)."""
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(metrics).items()}
@@ -74,7 +106,8 @@ class BuildVector:
     def run_batch(self, ctx: JobContext, items: list[Any]) -> bytes:
         layers = ctx.job.params["layers"]
         sites = [(layer, "resid_post") for layer in layers]
-        acts = ctx.collect([p for p, _ in items] + [n for _, n in items], sites, ctx.job.params["reduce"])
+        prompts = [ctx.tokens(p) for p, _ in items] + [ctx.tokens(n) for _, n in items]
+        acts = ctx.collect(prompts, sites, ctx.job.params["reduce"])
         k = len(items)
         out: dict[str, torch.Tensor] = {}
         for site in sites:
@@ -82,7 +115,7 @@ class BuildVector:
             out[f"neg.{site[0]}"] = torch.stack([a[site] for a in acts[k:]])
         return save_tensors(out)
 
-    def finish(self, ctx: JobContext, batches: list[bytes]) -> None:
+    def finish(self, ctx: JobContext, items: list[Any], batches: list[bytes]) -> None:
         job, params = ctx.job, ctx.job.params
         layers = params["layers"]
         pos = {layer: _cat(batches, f"pos.{layer}") for layer in layers}
@@ -110,18 +143,17 @@ class TrainProbe:
     batch_size = COLLECT_BATCH
 
     def items(self, job: Job) -> list[Any]:
-        positive = job.params["positive_label"]
-        return [(row["text"], int(row["label"] == positive)) for row in dataset_rows(job, "labelled")]
+        return labelled_items(job)
 
     def run_batch(self, ctx: JobContext, items: list[Any]) -> bytes:
         site = (ctx.job.params["layer"], ctx.job.params["point"])
-        acts = ctx.collect([text for text, _ in items], [site], ctx.job.params["reduce"])
+        acts = ctx.collect([ctx.tokens(text) for text, _ in items], [site], ctx.job.params["reduce"])
         return save_tensors({"x": torch.stack([a[site] for a in acts])})
 
-    def finish(self, ctx: JobContext, batches: list[bytes]) -> None:
+    def finish(self, ctx: JobContext, items: list[Any], batches: list[bytes]) -> None:
         job, params = ctx.job, ctx.job.params
         x = _cat(batches, "x")
-        y = torch.tensor([label for _, label in self.items(job)], dtype=torch.int64)
+        y = torch.tensor([label for _, label in items], dtype=torch.int64)
         try:
             trained = train_probe(
                 x,
@@ -142,7 +174,8 @@ class TrainProbe:
             metrics["heldout"] = metrics_json(trained.heldout)
             held = trained.heldout_rows
             assert held is not None
-            metrics["heldout_intervals"] = _intervals(trained.probe.score(x[held]), y[held])
+            heldout = evaluate_probes(trained.probe.score(x[held]).detach().unsqueeze(0), y[held])[0]
+            metrics["heldout_intervals"] = intervals_json(heldout)  # 95%, bootstrap
         job.probe = library.save_probe(
             job.owner,
             job.deployment,
@@ -157,19 +190,6 @@ class TrainProbe:
             visibility=job.visibility,
         )
         job.result = {"probe_id": job.probe.pk, "public_id": job.probe.public_id, "metrics": metrics}
-
-
-def _intervals(scores: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
-    """95% bootstrap intervals of a probe's metrics on held-out rows."""
-    evaluation = evaluate_probes(scores.detach().unsqueeze(0), y)[0]
-    return {
-        name: [_finite(interval.low), _finite(interval.high)]
-        for name, interval in evaluation.intervals.items()
-    }
-
-
-def _finite(value: float) -> float | None:
-    return None if math.isnan(value) else round(float(value), 6)
 
 
 def kind_of(kind: str) -> Kind:

@@ -30,7 +30,7 @@ from interventions.plan import Site
 from webapp import leases
 from webapp.jobs.models import Job, JobBatch, JobStatus
 from webapp.leases import LeaseLost
-from webapp.playground.execution import load_deployment, worker_id
+from webapp.playground.execution import Outcome, load_deployment, worker_id
 from workers.engines.base import Collect, CollectedEvent, Event, FinishedEvent, GenerationRequest, Reduce
 from workers.engines.loading import HostedModel
 from workers.host import EngineHost
@@ -91,11 +91,12 @@ class JobContext:
                 raise JobFailed(f"the engine failed a request: {getattr(end, 'error', None) or 'no result'}")
         return results
 
-    def collect(self, texts: list[str], sites: list[Site], reduce: Reduce) -> list[dict[Site, torch.Tensor]]:
-        """Each text's unsteered activations at ``sites`` (float16), one forward pass per text."""
+    def collect(
+        self, prompts: list[tuple[int, ...]], sites: list[Site], reduce: Reduce
+    ) -> list[dict[Site, torch.Tensor]]:
+        """Each prompt's unsteered activations at ``sites`` (float16), one forward pass per prompt."""
         requests = [
-            GenerationRequest(self.request_id(), self.tokens(t), collect=Collect(tuple(sites), reduce))
-            for t in texts
+            GenerationRequest(self.request_id(), p, collect=Collect(tuple(sites), reduce)) for p in prompts
         ]
         out: list[dict[Site, torch.Tensor]] = []
         for events in self.run(requests):
@@ -115,16 +116,10 @@ class Kind(Protocol):
 
     def run_batch(self, ctx: JobContext, items: list[Any]) -> bytes: ...
 
-    def finish(self, ctx: JobContext, batches: list[bytes]) -> None:
-        """Sets ``ctx.job.result`` (and what the job made); runs inside the finishing transaction."""
+    def finish(self, ctx: JobContext, items: list[Any], batches: list[bytes]) -> None:
+        """Sets ``ctx.job.result`` (and what the job made) from every item and every stored batch;
+        runs inside the finishing transaction."""
         ...
-
-
-@dataclass(frozen=True)
-class Outcome:
-    status: str  # done / failed / cancelled / skipped / busy
-    detail: str = ""
-    retry_in: float = 0.0
 
 
 def execute_job(job_id: int, host: EngineHost, *, worker: str | None = None) -> Outcome:
@@ -144,10 +139,7 @@ def execute_job(job_id: int, host: EngineHost, *, worker: str | None = None) -> 
         exhausted={"error": "its worker stopped answering and no attempt is left"},
     )
     if attempt is None:
-        state = leases.state(Job, job_id)
-        if state is not None and state[0] == JobStatus.RUNNING:
-            return Outcome("busy", "another worker holds the job", retry_in=max(state[1], 0.0) + 0.5)
-        return Outcome("skipped", f"not claimable ({state[0] if state else 'gone'})")
+        return Outcome(*leases.refusal(Job, job_id, "job"))
     job = Job.objects.select_related("deployment", "owner", "team", "dataset", "board").get(pk=job_id)
 
     def renew() -> None:
@@ -185,7 +177,7 @@ def execute_job(job_id: int, host: EngineHost, *, worker: str | None = None) -> 
                 for b in JobBatch.objects.filter(job=job).order_by("index").values_list("data", flat=True)
             ]
             with _heartbeat(renew), transaction.atomic():  # training may outlast a lease
-                kind.finish(ctx, blobs)
+                kind.finish(ctx, items, blobs)
                 if not held.update(
                     status=JobStatus.DONE,
                     result=job.result,

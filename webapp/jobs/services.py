@@ -314,6 +314,20 @@ def get_job(user: User, pk: int) -> Job:
     return library.get_visible(user, Job, pk)
 
 
+def cell_transcripts(job: Job, cell: int) -> list[dict[str, Any]]:
+    """A finished sweep's cell (``cell`` indexes ``result.cells``): each prompt's texts beside the
+    baseline's. A missing cell is ``Job.DoesNotExist`` (404)."""
+    from webapp.jobs.sweep import transcripts
+
+    if job.kind != JobKind.SWEEP or job.status != JobStatus.DONE:
+        raise ValidationError("Transcripts are read from a finished sweep.")
+    cells = job.result.get("cells", [])
+    if not 0 <= cell < len(cells):
+        raise Job.DoesNotExist
+    batches = [bytes(b.data) for b in job.batches.order_by("index")]
+    return transcripts(batches, cells[cell]["layer"], cells[cell]["scale"])
+
+
 def cancel_job(user: User, job: Job) -> Job:
     """Cancel a queued or running job: its worker stops before the next batch; stored batches stay."""
     if not library.can_edit(user, job):

@@ -25,9 +25,10 @@ import torch
 
 from interventions.plan import EMPTY_RECIPE, CompiledRecipe, ProbeData, VectorData, compile_recipe
 from interventions.spec import parse_recipe
+from webapp.jobs.kinds import pinned_probes
 from webapp.jobs.models import Job
 from webapp.jobs.runner import JobContext, JobFailed
-from webapp.library.models import Probe, SteeringVector
+from webapp.library.models import SteeringVector
 from webapp.library.services import probe_data, vector_data
 from webapp.playground.services import chat_prompt
 from workers.engines.base import Event, GenerationRequest, ReadEvent, SamplingParams, TokenEvent
@@ -65,10 +66,7 @@ def _resolved(job: Job) -> dict[str, VectorData | ProbeData]:
     if vector is None or vector.content_hash != params["vector_hash"]:
         raise JobFailed("the sweep's vector was deleted or changed after the sweep was started")
     resolved: dict[str, VectorData | ProbeData] = {vector.public_id: vector_data(vector)}
-    for wanted in params["probes"]:
-        probe = Probe.objects.select_related("deployment").filter(pk=wanted["id"]).first()
-        if probe is None or probe.content_hash != wanted["content_hash"]:
-            raise JobFailed(f"probe prb_{wanted['id']} was deleted or changed after the sweep was started")
+    for probe in pinned_probes(job):
         resolved[probe.public_id] = probe_data(probe)
     return resolved
 
@@ -176,7 +174,7 @@ class Sweep:
             )
         return json.dumps(out).encode()
 
-    def finish(self, ctx: JobContext, batches: list[bytes]) -> None:
+    def finish(self, ctx: JobContext, items: list[Any], batches: list[bytes]) -> None:
         job, params = ctx.job, ctx.job.params
         prompts = [json.loads(b) for b in batches]
         cells = []

@@ -20,18 +20,17 @@ filled from the database before newer frames go out.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.core.cache import cache
 
 from webapp.playground import hosting, services
 from webapp.playground.models import Run, RunStatus
 from webapp.playground.services import PlaygroundError
+from webapp.sockets import JsonFrameConsumer
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ BACKFILL_RETRY_SECONDS = 0.3  # > the 250 ms persistence interval: the next try 
 QUEUE_WATCH_SECONDS = 600  # how long a waiting run's queue position is followed
 
 
-class ConversationConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+class ConversationConsumer(JsonFrameConsumer):
     HANDLERS = ("generate", "adjust", "stop", "replay", "resume", "set_recipe", "status", "ping")
 
     async def connect(self) -> None:
@@ -79,20 +78,6 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             )
 
     # ------------------------------------------------------------------ receiving
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **_: Any) -> None:
-        if text_data is None:
-            await self.error("invalid", "send JSON text frames")
-            return
-        if len(text_data.encode()) > settings.STEERLAB_MAX_FRAME_BYTES:
-            await self.error("too_large", f"frames are limited to {settings.STEERLAB_MAX_FRAME_BYTES} bytes")
-            return
-        try:
-            content = json.loads(text_data)
-        except ValueError:
-            await self.error("invalid", "the frame is not valid JSON")
-            return
-        await self.receive_json(content)
-
     async def receive_json(self, content: Any, **_: Any) -> None:
         if not isinstance(content, dict):
             await self.error("invalid", "a message is a JSON object with a type")
@@ -109,12 +94,6 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         except Exception:
             log.exception("playground.message_failed", extra={"type": kind})
             await self.error("server_error", "the server could not handle this message", ref)
-
-    async def error(self, code: str, message: str, ref: Any = None) -> None:
-        frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
-        if ref is not None:
-            frame["ref"] = ref
-        await self.send_json(frame)
 
     # ------------------------------------------------------------------ handlers
     def _conversation(self) -> Any:

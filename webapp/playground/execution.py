@@ -324,7 +324,9 @@ def _on_event(event: Any, sink: EventSink, t: _Transcript, tokenizer: Any) -> Fi
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # done / stopped / failed / skipped / busy
+    """How executing a run or a job ended (the Celery task retries ``busy`` after ``retry_in``)."""
+
+    status: str  # done / stopped / failed / cancelled / skipped / busy
     detail: str = ""
     retry_in: float = 0.0
 
@@ -341,10 +343,7 @@ def execute_run(run_id: int, host: EngineHost, *, worker: str | None = None) -> 
     try:
         attempt = claim_run(run_id, worker)
         if attempt is None:
-            state = lease_state(run_id)
-            if state is not None and state[0] == RunStatus.RUNNING:
-                return Outcome("busy", "another worker holds the run", retry_in=max(state[1], 0.0) + 0.5)
-            return Outcome("skipped", f"not claimable ({state[0] if state else 'gone'})")
+            return Outcome(*leases.refusal(Run, run_id, "run"))
         log.info("playground.run_claimed", extra={"run": run_id, "attempt": attempt, "worker": worker})
         run = Run.objects.select_related("deployment").get(pk=run_id)
         with host.running():
