@@ -2,14 +2,20 @@
 // backoff and resumes every run it was following from the last (attempt, seq) it saw, so nothing
 // is lost or shown twice.
 import type { Dispatch } from "react";
-import { useCallback, useEffect, useRef, useState } from "react";
+import { useCallback } from "react";
+import { useReconnectingSocket } from "../api/useReconnectingSocket";
 import type { ClientMessage, ServerFrame } from "./protocol";
 import type { ChatAction, ChatState } from "./stream";
 import { resumable } from "./stream";
 
-export type Connection = "connecting" | "connected" | "reconnecting" | "closed";
+export type { Connection } from "../api/useReconnectingSocket";
 
-const MAX_DELAY_MS = 10_000;
+const NOT_AVAILABLE = "This conversation is not available.";
+const FINAL_CODES: Readonly<Record<number, string>> = {
+  4401: "You are not logged in.",
+  4403: NOT_AVAILABLE,
+  4404: NOT_AVAILABLE,
+};
 
 export function useConversationSocket(
   conversationId: number,
@@ -17,79 +23,36 @@ export function useConversationSocket(
   dispatch: Dispatch<ChatAction>,
   resumeOnOpen: () => number[],
 ) {
-  const [connection, setConnection] = useState<Connection>("connecting");
-  const [closedReason, setClosedReason] = useState("");
-  const socketRef = useRef<WebSocket | null>(null);
-  const stateRef = useRef(state);
-  const resumeRef = useRef(resumeOnOpen);
-  // The socket's handlers read the latest state (for resume) without reconnecting on each change.
-  useEffect(() => {
-    stateRef.current = state;
-    resumeRef.current = resumeOnOpen;
+  // The socket's handlers are read through a ref: they see the latest state (for resume) without
+  // reconnecting on each change.
+  const socket = useReconnectingSocket<ServerFrame, ClientMessage>(`/ws/conversations/${conversationId}/`, {
+    finalCodes: FINAL_CODES,
+    onOpen: (opened) => {
+      const resume = resumable(state);
+      const following = new Set(resume.map((item) => item.run));
+      for (const item of resume) opened.send(JSON.stringify({ type: "resume", ...item }));
+      // Finished runs loaded from history: re-streamed once for their per-token reads.
+      for (const run of resumeOnOpen()) {
+        if (!following.has(run)) opened.send(JSON.stringify({ type: "resume", run, attempt: 0, seq: 0 }));
+      }
+    },
+    onFrame: (frame) => {
+      dispatch({ kind: "frame", frame });
+    },
+    onParseError: (message) => {
+      dispatch({ kind: "error", code: "client", message });
+    },
   });
 
-  useEffect(() => {
-    let attempts = 0;
-    let timer: number | undefined;
-    let stopped = false;
-
-    const connect = () => {
-      const scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
-      const socket = new WebSocket(`${scheme}${window.location.host}/ws/conversations/${conversationId}/`);
-      socketRef.current = socket;
-      socket.addEventListener("open", () => {
-        attempts = 0;
-        setConnection("connected");
-        const resume = resumable(stateRef.current);
-        const following = new Set(resume.map((item) => item.run));
-        for (const item of resume) socket.send(JSON.stringify({ type: "resume", ...item }));
-        // Finished runs loaded from history: re-streamed once for their per-token reads.
-        for (const run of resumeRef.current()) {
-          if (!following.has(run)) socket.send(JSON.stringify({ type: "resume", run, attempt: 0, seq: 0 }));
-        }
-      });
-      socket.addEventListener("message", (event: MessageEvent<string>) => {
-        try {
-          dispatch({ kind: "frame", frame: JSON.parse(event.data) as ServerFrame });
-        } catch (exc) {
-          dispatch({ kind: "error", code: "client", message: String(exc) });
-        }
-      });
-      socket.addEventListener("close", (event) => {
-        if (socketRef.current === socket) socketRef.current = null;
-        if (stopped) return;
-        if (event.code === 4401 || event.code === 4404 || event.code === 4403) {
-          setConnection("closed");
-          setClosedReason(event.code === 4401 ? "You are not logged in." : "This conversation is not available.");
-          return;
-        }
-        const delay = Math.min(MAX_DELAY_MS, 500 * 2 ** attempts++);
-        setConnection("reconnecting");
-        timer = window.setTimeout(connect, delay);
-      });
-    };
-
-    connect();
-    return () => {
-      stopped = true;
-      window.clearTimeout(timer);
-      socketRef.current?.close();
-      socketRef.current = null;
-    };
-  }, [conversationId, dispatch]);
-
+  const sendOnSocket = socket.send;
   const send = useCallback(
     (message: ClientMessage): boolean => {
-      const socket = socketRef.current;
-      if (socket && socket.readyState === WebSocket.OPEN) {
-        socket.send(JSON.stringify(message));
-        return true;
-      }
+      if (sendOnSocket(message)) return true;
       dispatch({ kind: "error", code: "offline", message: "Not connected: the message was not sent (reconnecting…)." });
       return false;
     },
-    [dispatch],
+    [sendOnSocket, dispatch],
   );
 
-  return { connection, closedReason, send };
+  return { connection: socket.connection, closedReason: socket.closedReason, send };
 }

@@ -1,17 +1,17 @@
 // The jobs websocket for one page: watches the jobs it is given (their progress frames go to the
 // reducer), re-watches them all after a dropped socket reconnects (with backoff), and calls
 // `onEnded` when a frame says a job ended, so that the page fetches its result over HTTP.
-import { useCallback, useEffect, useReducer, useRef, useState } from "react";
-import type { Connection } from "../chat/useConversationSocket";
+import { useCallback, useEffect, useReducer, useRef } from "react";
+import type { Connection } from "../api/useReconnectingSocket";
+import { useReconnectingSocket } from "../api/useReconnectingSocket";
 import type { JobClientMessage, JobServerFrame, ProgressState } from "./progress";
 import { applyFrame, forgetJob, initialProgress } from "./progress";
 
-const MAX_DELAY_MS = 10_000;
-
-/** Sends when the socket is open; otherwise the next connection's `open` watches every job. */
-function sendOn(socket: WebSocket | null, message: JobClientMessage): void {
-  if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
-}
+// Not logged in, or refused: the socket does not come back (the jobs pages show no reason).
+const FINAL_CODES: Readonly<Record<number, string>> = {
+  4401: "You are not logged in.",
+  4403: "These jobs are not available.",
+};
 
 type Action = { kind: "frame"; frame: JobServerFrame } | { kind: "forget"; job: number };
 
@@ -37,8 +37,6 @@ export interface JobProgress {
 
 export function useJobProgress(jobs: readonly number[], onEnded: (job: number) => void): JobProgress {
   const [state, dispatch] = useReducer(reducer, { progress: initialProgress, ended: [] });
-  const [connection, setConnection] = useState<Connection>("connecting");
-  const socketRef = useRef<WebSocket | null>(null);
   const watched = useRef(new Set<number>());
   const onEndedRef = useRef(onEnded);
   const reported = useRef(0);
@@ -47,45 +45,18 @@ export function useJobProgress(jobs: readonly number[], onEnded: (job: number) =
   });
 
   // One socket for the page's life; every watched job is watched again on each (re)connection.
-  useEffect(() => {
-    let attempts = 0;
-    let timer: number | undefined;
-    let stopped = false;
-    const connect = () => {
-      const scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
-      const socket = new WebSocket(`${scheme}${window.location.host}/ws/jobs/`);
-      socketRef.current = socket;
-      socket.addEventListener("open", () => {
-        attempts = 0;
-        setConnection("connected");
-        for (const job of watched.current) socket.send(JSON.stringify({ type: "watch", job }));
-      });
-      socket.addEventListener("message", (event: MessageEvent<string>) => {
-        try {
-          dispatch({ kind: "frame", frame: JSON.parse(event.data) as JobServerFrame });
-        } catch (exc) {
-          dispatch({ kind: "frame", frame: { type: "error", code: "client", message: String(exc) } });
-        }
-      });
-      socket.addEventListener("close", (event) => {
-        if (socketRef.current === socket) socketRef.current = null;
-        if (stopped) return;
-        if (event.code === 4401 || event.code === 4403) {
-          setConnection("closed");
-          return;
-        }
-        setConnection("reconnecting");
-        timer = window.setTimeout(connect, Math.min(MAX_DELAY_MS, 500 * 2 ** attempts++));
-      });
-    };
-    connect();
-    return () => {
-      stopped = true;
-      window.clearTimeout(timer);
-      socketRef.current?.close();
-      socketRef.current = null;
-    };
-  }, []);
+  const { connection, send } = useReconnectingSocket<JobServerFrame, JobClientMessage>("/ws/jobs/", {
+    finalCodes: FINAL_CODES,
+    onOpen: (socket) => {
+      for (const job of watched.current) socket.send(JSON.stringify({ type: "watch", job }));
+    },
+    onFrame: (frame) => {
+      dispatch({ kind: "frame", frame });
+    },
+    onParseError: (message) => {
+      dispatch({ kind: "frame", frame: { type: "error", code: "client", message } });
+    },
+  });
 
   // Watch the jobs the page follows now; stop watching the others.
   const key = [...new Set(jobs)].sort((a, b) => a - b).join(",");
@@ -94,17 +65,17 @@ export function useJobProgress(jobs: readonly number[], onEnded: (job: number) =
     for (const job of watched.current) {
       if (!wanted.has(job)) {
         watched.current.delete(job);
-        sendOn(socketRef.current, { type: "unwatch", job });
+        send({ type: "unwatch", job });
       }
     }
     for (const job of wanted) {
       if (!watched.current.has(job)) {
         watched.current.add(job);
         dispatch({ kind: "forget", job }); // what is known of an earlier run of it is stale
-        sendOn(socketRef.current, { type: "watch", job });
+        send({ type: "watch", job }); // if not open now, the next connection's `open` watches it
       }
     }
-  }, [key]);
+  }, [key, send]);
 
   // Report each end once, after the render that recorded it.
   useEffect(() => {
