@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "webapp.playground",
     "webapp.jobs",
     "webapp.compare",
+    "webapp.sharing",
 ]
 
 MIDDLEWARE = [

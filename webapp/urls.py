@@ -18,6 +18,8 @@ urlpatterns = [
     path("accounts/", include("webapp.accounts.urls")),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
+    # The OpenAI-compatible endpoints (scripts, the openai client): webapp/api/openai.py.
+    path("v1/", include("webapp.api.openai")),
 ]
 
 if settings.DEBUG:

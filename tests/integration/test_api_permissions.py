@@ -39,6 +39,8 @@ from webapp.library.models import (
     SteeringVector,
 )
 from webapp.playground.models import Conversation, Message, Run
+from webapp.sharing.models import ShareLink
+from webapp.sharing.services import share_run
 
 CSRF = "abcdefghijklmnopqrstuvwxyzABCDEF"
 PEOPLE = ("alice", "bob", "carol", "anonymous")
@@ -129,6 +131,15 @@ EXPECTED: dict[tuple[str, str], tuple[Any, Codes | dict[str, Codes]]] = {
     ("POST", "/api/conversations"): ({"deployment": "tiny", "recipe_id": "{recipe_id}"}, FORK),
     ("GET", "/api/conversations/{conversation_id}"): (None, (200, 404, 404, 401)),
     ("GET", "/api/runs/{run_id}"): (None, (200, 404, 404, 401)),
+    ("GET", "/api/runs/{run_id}/export"): (None, (200, 404, 404, 401)),
+    ("POST", "/api/runs/import"): ({"file": "dataset"}, (400, 400, 400, 401)),  # not an export
+    ("POST", "/api/runs/{run_id}/replay"): (None, (201, 404, 404, 401)),
+    # share links: a run's owner, or a board's editors, make them; anyone holding one reads it
+    ("POST", "/api/runs/{run_id}/share"): (None, (201, 404, 404, 401)),
+    ("POST", "/api/boards/{board_id}/share"): (None, NEW_VERSION),
+    ("GET", "/api/share-links"): (None, ANYONE),
+    ("DELETE", "/api/share-links/{link_id}"): (None, (204, 404, 404, 401)),
+    ("GET", "/api/shared/{share_token}"): (None, (200, 200, 200, 200)),
     # datasets written in the editor
     ("POST", "/api/datasets/rows"): ({"name": "typed", "kind": "labelled", "rows": ROWS}, CREATED),
     ("GET", "/api/datasets/{dataset_id}/rows"): (None, GET_ONE),
@@ -260,10 +271,13 @@ def _seed_conversation(alice: User) -> dict[str, int]:
         deployment=deployment,
         prompt_message=prompt,
         status="done",
+        sampling={"max_new_tokens": 2, "temperature": 1.0, "top_p": 1.0, "seed": 1},
+        max_new_tokens=2,
         tokens=[1, 2],
         text="ok",
     )
-    return {"conversation_id": conversation.pk, "run_id": run.pk}
+    link, token = share_run(alice, run)
+    return {"conversation_id": conversation.pk, "run_id": run.pk, "link_id": link.pk, "share_token": token}
 
 
 def _format(value: Any, names: dict[str, Any]) -> Any:
@@ -285,6 +299,9 @@ def _state() -> dict[str, list[tuple[Any, ...]]]:
             Invitation.objects.order_by("pk").values_list("pk", "role", "accepted_by", "revoked")
         ),
         "tokens": list(ApiToken.objects.order_by("pk").values_list("pk", "user_id", "name", "revoked_at")),
+        "share_links": list(
+            ShareLink.objects.order_by("pk").values_list("pk", "run_id", "board_id", "revoked_at")
+        ),
         **{
             model.__name__: list(
                 model.objects.order_by("pk").values_list(

@@ -85,7 +85,7 @@ def _does_not_exist(request: HttpRequest, exc: ObjectDoesNotExist) -> HttpRespon
 
 @api.exception_handler(PlaygroundError)
 def _playground_error(request: HttpRequest, exc: PlaygroundError) -> HttpResponse:
-    status = {"not_found": 404, "quota": 429}.get(exc.code, 400)
+    status = {"not_found": 404, "forbidden": 403, "too_large": 413, "quota": 429}.get(exc.code, 400)
     return api.create_response(request, {"detail": exc.message}, status=status)
 
 
@@ -102,3 +102,6 @@ api.add_router("", playground_router)
 from webapp.api.jobs import router as jobs_router  # noqa: E402
 
 api.add_router("", jobs_router)
+from webapp.api.sharing import router as sharing_router  # noqa: E402
+
+api.add_router("", sharing_router)

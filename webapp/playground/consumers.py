@@ -28,6 +28,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from webapp.playground import hosting, services
+from webapp.playground.follow import RECHECK_SECONDS, FrameOrder
 from webapp.playground.models import Run, RunStatus
 from webapp.playground.services import PlaygroundError
 from webapp.sockets import JsonFrameConsumer
@@ -35,7 +36,6 @@ from webapp.sockets import JsonFrameConsumer
 log = logging.getLogger(__name__)
 
 BACKFILL_RETRIES = 8
-BACKFILL_RETRY_SECONDS = 0.3  # > the 250 ms persistence interval: the next try finds the rows
 QUEUE_WATCH_SECONDS = 600  # how long a waiting run's queue position is followed
 
 
@@ -57,8 +57,7 @@ class ConversationConsumer(JsonFrameConsumer):
         if not settings.CELERY_BROKER_URL:
             hosting.bind_loop(asyncio.get_running_loop())  # embedded: runs publish on this loop
         self.group = services.conversation_group(self.conversation_id)
-        self.cursors: dict[int, tuple[int, int]] = {}  # run -> last delivered (attempt, seq)
-        self.pending: dict[int, dict[tuple[int, int], dict[str, Any]]] = {}
+        self.orders: dict[int, FrameOrder] = {}  # run -> its frames' order (what was delivered)
         self.retrying: set[int] = set()
         self.watching: set[int] = set()  # runs this socket started or resumed
         self.queue_watchers: set[asyncio.Task[None]] = set()
@@ -131,7 +130,7 @@ class ConversationConsumer(JsonFrameConsumer):
         summaries, positions = await database_sync_to_async(start)()
         for run_id, _ in positions:
             self.watching.add(run_id)
-            self.cursors.setdefault(run_id, (0, 0))
+            self.orders.setdefault(run_id, FrameOrder())
         await self.send_json({"type": "runs", "ref": ref, "runs": summaries})
         for run_id, position in positions:
             await self.send_json({"type": "queued", "run": run_id, "position": position})
@@ -184,7 +183,7 @@ class ConversationConsumer(JsonFrameConsumer):
         run = await self._run(content.get("run"))
         replay = await database_sync_to_async(services.replay_run)(self.user, run)
         self.watching.add(replay.pk)
-        self.cursors.setdefault(replay.pk, (0, 0))
+        self.orders.setdefault(replay.pk, FrameOrder())
         await self.send_json({"type": "runs", "ref": ref, "runs": [services.run_summary(replay)]})
 
     async def on_resume(self, content: dict[str, Any], ref: Any) -> None:
@@ -198,7 +197,7 @@ class ConversationConsumer(JsonFrameConsumer):
             await self.channel_layer.group_send(
                 services.control_group(run.pk), {"type": "run.control", "action": "attach"}
             )
-        self.cursors[run.pk] = (attempt, seq)
+        self.orders.setdefault(run.pk, FrameOrder()).cursor = (attempt, seq)
         await self.send_json({"type": "resumed", "ref": ref, "run": services.run_summary(run)})
         await self.catch_up(run.pk)
 
@@ -234,78 +233,50 @@ class ConversationConsumer(JsonFrameConsumer):
 
     async def run_event(self, frame: dict[str, Any]) -> None:
         run_id = frame["run"]
-        key = (frame["attempt"], frame["seq"])
-        cursor = self.cursors.get(run_id)
-        if cursor is None:
+        order = self.orders.get(run_id)
+        if order is None:
             if frame["seq"] != 1:
                 return  # a run this socket neither started nor resumed, seen mid-way
-            cursor = self.cursors[run_id] = (frame["attempt"], 0)
-        if key <= cursor:
-            return  # a duplicate (already delivered by a backfill)
-        if _follows(cursor, key):
-            await self.deliver(run_id, frame)
-            if self.pending.get(run_id):
-                await self.drain(run_id)
-            return
-        self.pending.setdefault(run_id, {})[key] = frame
-        await self.catch_up(run_id)
+            order = self.orders[run_id] = FrameOrder((frame["attempt"], 0))
+        await self.deliver(order.offer(frame))
+        if order.gap:
+            await self.catch_up(run_id)
 
-    async def deliver(self, run_id: int, frame: dict[str, Any]) -> None:
-        self.cursors[run_id] = (frame["attempt"], frame["seq"])
-        await self.send_json(frame)
-
-    async def drain(self, run_id: int) -> None:
-        """Deliver held frames that now follow the cursor; drop those already delivered."""
-        held = self.pending.get(run_id, {})
-        for key in sorted(held):
-            if key <= self.cursors[run_id]:
-                del held[key]
-            elif _follows(self.cursors[run_id], key):
-                await self.deliver(run_id, held.pop(key))
-            else:
-                break
+    async def deliver(self, frames: list[dict[str, Any]]) -> None:
+        for frame in frames:
+            await self.send_json(frame)
 
     async def catch_up(self, run_id: int) -> None:
-        """Fill the gap after the cursor from the database, then deliver what is held."""
+        """Fill the gap after what was delivered from the database, then deliver what is held."""
         await self._backfill(run_id)
-        if self.pending.get(run_id) and run_id not in self.retrying:
+        if self.orders[run_id].gap and run_id not in self.retrying:
             # Some events are published but not persisted yet (at most 250 ms): look again soon.
             self.retrying.add(run_id)
             asyncio.get_running_loop().create_task(self._retry_catch_up(run_id))
 
     async def _backfill(self, run_id: int) -> None:
-        # Cursors exist only for runs of this socket's (authorised) conversation: no re-check here,
+        # Orders exist only for runs of this socket's (authorised) conversation: no re-check here,
         # on the path every gap takes.
-        attempt, seq = self.cursors[run_id]
-        for frame in await database_sync_to_async(services.events_after)(run_id, attempt, seq):
-            key = (frame["attempt"], frame["seq"])
-            if key > self.cursors[run_id] and _follows(self.cursors[run_id], key):
-                await self.deliver(run_id, frame)
-        await self.drain(run_id)
+        order = self.orders[run_id]
+        for frame in await database_sync_to_async(services.events_after)(run_id, *order.cursor):
+            await self.deliver(order.offer(frame))
 
     async def _retry_catch_up(self, run_id: int) -> None:
+        order = self.orders[run_id]
         try:
             for _ in range(BACKFILL_RETRIES):
-                await asyncio.sleep(BACKFILL_RETRY_SECONDS)
+                await asyncio.sleep(RECHECK_SECONDS)
                 await self._backfill(run_id)
-                if not self.pending.get(run_id):
+                if not order.gap:
                     return
             # The missing events never reached the database (their worker died mid-batch):
             # say so, and go on from what is held rather than stall the stream.
-            held = self.pending.get(run_id, {})
-            if held:
-                first = min(held)
-                await self.send_json({"type": "gap", "run": run_id, "before": list(first)})
-                self.cursors[run_id] = (first[0], first[1] - 1)
-                await self.drain(run_id)
+            if order.gap:
+                await self.send_json({"type": "gap", "run": run_id, "before": list(min(order.held))})
+                await self.deliver(order.skip_gap())
             log.warning("playground.backfill_gave_up", extra={"run": run_id})
         finally:
             self.retrying.discard(run_id)
-
-
-def _follows(cursor: tuple[int, int], key: tuple[int, int]) -> bool:
-    """``key`` is the next event after ``cursor``: the next seq, or the first of a later attempt."""
-    return key == (cursor[0], cursor[1] + 1) or (key[0] > cursor[0] and key[1] == 1)
 
 
 def _sampling(raw: Any) -> services.Sampling:

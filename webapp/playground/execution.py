@@ -266,6 +266,7 @@ class _Transcript:
     text: str = ""
     reads: dict[int, dict[int, float]] = field(default_factory=dict)
     adjustments: list[dict[str, Any]] = field(default_factory=list)
+    engine: dict[str, str] = field(default_factory=dict)
 
     def reads_blob(self) -> bytes:
         if not self.probe_columns or not self.reads:
@@ -387,6 +388,8 @@ def _generate(run: Run, attempt: int, worker: str, host: EngineHost, stream: Any
         _safely(record_engine_status, host, run.deployment.name)
         request = build_request(run, host, model, attempt)
         transcript = _Transcript(len(run.prompt_tokens), sorted({p.index for p in request.recipe.probes}))
+        info = model.engine.info()
+        transcript.engine = {"engine": info.engine, "version": info.version}
         stream.submit(model, request)
     except Exception as exc:  # bad stored data, a missing tensor, a refused request
         log.warning("playground.run_refused", extra={"run": run_id, "error": str(exc)})
@@ -443,6 +446,7 @@ def _finish(
                 adjustments=t.adjustments,
                 reads=t.reads_blob(),
                 read_columns=t.probe_columns,
+                engine=t.engine,
             )
         written = Run.objects.filter(
             pk=run.pk, status=RunStatus.RUNNING, lease_owner=worker, attempt=attempt

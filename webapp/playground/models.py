@@ -17,6 +17,12 @@ from django.utils import timezone
 from webapp.library.models import ModelDeployment, RecipeVersion
 
 
+class Source(models.TextChoices):
+    CHAT = "chat", "chat"  # the browser's conversations
+    API = "api", "api"  # one per OpenAI-compatible completion: its request's messages and its run
+    IMPORT = "import", "import"  # one per imported run export
+
+
 class Conversation(models.Model):
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
@@ -27,6 +33,7 @@ class Conversation(models.Model):
         RecipeVersion, on_delete=models.PROTECT, null=True, blank=True, related_name="conversations"
     )
     title = models.CharField(max_length=200, blank=True, default="")
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.CHAT)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -38,6 +45,7 @@ class Conversation(models.Model):
 
 
 class Role(models.TextChoices):
+    SYSTEM = "system", "system"  # API requests only: the browser's chat has no system messages
     USER = "user", "user"
     ASSISTANT = "assistant", "assistant"
 
@@ -123,6 +131,10 @@ class Run(models.Model):
     # Per-token probe scores: float16 [positions, len(read_columns)], row-major, little-endian.
     reads = models.BinaryField(default=b"")
     read_columns = models.JSONField(default=list)  # intervention index of each column
+    # The engine that generated it: {"engine": "hf"|"vllm", "version": ...} (exports name it).
+    engine = models.JSONField(default=dict, blank=True)
+    # An imported run: where its export came from (its site's run id, model, engine, export time).
+    imported = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["id"]

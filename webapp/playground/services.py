@@ -157,7 +157,12 @@ def _history(conversation: Conversation) -> list[dict[str, str]]:
 
 
 def prompt_tokens(deployment: ModelDeployment, history: list[dict[str, str]]) -> list[int]:
-    return chat_prompt(tokenizer_for(deployment), history)
+    """The prompt of a chat turn after ``history``, refused over the prompt limit."""
+    tokens = chat_prompt(tokenizer_for(deployment), history)
+    limit = settings.STEERLAB_MAX_PROMPT_TOKENS
+    if len(tokens) > limit:
+        raise PlaygroundError("quota", f"the conversation is {len(tokens)} tokens long; the limit is {limit}")
+    return tokens
 
 
 def chat_prompt(tokenizer: Any, history: list[dict[str, str]]) -> list[int]:
@@ -233,7 +238,7 @@ def check_overrides(spec: dict[str, Any] | None, overrides: Any) -> list[dict[st
     return out
 
 
-def _check_quota(user: User, new_runs: int, max_new_tokens: int) -> None:
+def check_quota(user: User, new_runs: int, max_new_tokens: int) -> None:
     active = Run.objects.filter(user=user, status__in=ACTIVE_STATUSES).count()
     limit = settings.STEERLAB_MAX_CONCURRENT_RUNS
     if active + new_runs > limit:
@@ -253,7 +258,7 @@ def _check_quota(user: User, new_runs: int, max_new_tokens: int) -> None:
         raise PlaygroundError("quota", f"the daily budget of {budget} tokens would be exceeded ({used} used)")
 
 
-def _new_run(
+def new_run(
     user: User,
     conversation: Conversation,
     message: Message,
@@ -262,11 +267,17 @@ def _new_run(
     tokens: list[int],
     sampling: dict[str, Any],
     overrides: list[dict[str, Any]],
+    *,
+    spec: dict[str, Any] | None = None,
+    content_hashes: dict[str, str] | None = None,
     **extra: Any,
 ) -> Run:
+    """A queued run; its interventions are ``version``'s, or ``spec`` (inline, with its hashes)."""
     answer = None
     if kind in (RunKind.CHAT, RunKind.STEERED):
         answer = Message.objects.create(conversation=conversation, role=Role.ASSISTANT, content="")
+    if version is not None:
+        spec, content_hashes = version.spec, dict(version.content_hashes)
     return Run.objects.create(
         conversation=conversation,
         user=user,
@@ -275,12 +286,12 @@ def _new_run(
         prompt_message=message,
         answer=answer,
         recipe_version=version,
-        spec=version.spec if version is not None else None,
-        content_hashes=dict(version.content_hashes) if version is not None else {},
+        spec=spec,
+        content_hashes=content_hashes or {},
         prompt_tokens=tokens,
         sampling=sampling,
         max_new_tokens=sampling["max_new_tokens"],
-        overrides=overrides if version is not None else [],
+        overrides=overrides if spec is not None else [],
         **extra,
     )
 
@@ -314,18 +325,15 @@ def start_turn(
     resolved = (sampling or Sampling()).resolved()
     checked = check_overrides(version.spec if version is not None else None, overrides)
     kinds = [RunKind.BASELINE, RunKind.STEERED] if compare else [RunKind.CHAT]
-    _check_quota(user, len(kinds), resolved["max_new_tokens"])
+    check_quota(user, len(kinds), resolved["max_new_tokens"])
 
     Conversation.objects.select_for_update().filter(pk=conversation.pk).first()
     history = [*_history(conversation), {"role": Role.USER, "content": content}]
     tokens = prompt_tokens(conversation.deployment, history)
-    limit = settings.STEERLAB_MAX_PROMPT_TOKENS
-    if len(tokens) > limit:
-        raise PlaygroundError("quota", f"the conversation is {len(tokens)} tokens long; the limit is {limit}")
     message = Message.objects.create(conversation=conversation, role=Role.USER, content=content)
     group = new_compare_group() if compare else None
     runs = [
-        _new_run(
+        new_run(
             user,
             conversation,
             message,
@@ -341,7 +349,7 @@ def start_turn(
     if not conversation.title:
         conversation.title = content.strip()[:80]
     conversation.save(update_fields=["title", "updated_at"])
-    _dispatch_on_commit(runs)
+    dispatch_on_commit(runs)
     log.info("playground.turn_started", extra={"conversation": conversation.pk, "runs": [r.pk for r in runs]})
     return runs
 
@@ -355,8 +363,8 @@ def replay_run(user: User, run: Run) -> Run:
         raise PlaygroundError("invalid", "the run is still in progress; replay it once it has finished")
     if run.recipe_version is not None and not can_view(user, run.recipe_version.recipe):
         raise not_found("recipe")
-    _check_quota(user, 1, run.max_new_tokens)
-    replay = _new_run(
+    check_quota(user, 1, run.max_new_tokens)
+    replay = new_run(
         user,
         run.conversation,
         run.prompt_message,
@@ -365,14 +373,16 @@ def replay_run(user: User, run: Run) -> Run:
         list(run.prompt_tokens),
         dict(run.sampling),
         list(run.overrides),
+        spec=run.spec,  # a run without a recipe version may carry inline interventions (the API's)
+        content_hashes=dict(run.content_hashes),
         replay_of=run,
         scheduled=list(run.adjustments),
     )
-    _dispatch_on_commit([replay])
+    dispatch_on_commit([replay])
     return replay
 
 
-def _dispatch_on_commit(runs: list[Run]) -> None:
+def dispatch_on_commit(runs: list[Run]) -> None:
     from webapp.playground.dispatch import dispatch_run
 
     for run in runs:

@@ -160,6 +160,7 @@ class EngineInfo:
     mlp_size: int
     vocab_size: int
     capabilities: tuple[str, ...]
+    version: str = ""  # the engine library's version (transformers or vllm), recorded with each run
 
 
 class Engine(Protocol):

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import transformers
 from torch import Tensor
 from transformers import GenerationConfig, PreTrainedModel
 from transformers.generation.configuration_utils import ContinuousBatchingConfig
@@ -146,6 +147,7 @@ class HFEngineCore(SteppedCore[_Live]):
             mlp_size=self.shape.mlp_size,
             vocab_size=self.shape.vocab_size,
             capabilities=CAPABILITIES,
+            version=transformers.__version__,
         )
 
     # ------------------------------------------------------------------ validation

@@ -203,6 +203,8 @@ class VLLMEngineCore(SteppedCore[_Live]):
         return self.runtime.forward_passes
 
     def info(self) -> EngineInfo:
+        import vllm  # loaded by the engine already
+
         return EngineInfo(
             model=self.model_name,
             engine="vllm",
@@ -211,6 +213,7 @@ class VLLMEngineCore(SteppedCore[_Live]):
             mlp_size=self.shape.mlp_size,
             vocab_size=self.shape.vocab_size,
             capabilities=CAPABILITIES,
+            version=vllm.__version__,
         )
 
     def has_work(self) -> bool:
