@@ -33,10 +33,20 @@ def _shell() -> str | None:
         return None
 
 
-@login_required
-@ensure_csrf_cookie
-def app_view(request: HttpRequest, path: str = "") -> HttpResponse:
+def _shell_response() -> HttpResponse:
     shell = _shell()
     if shell is None:
         return HttpResponse(NOT_BUILT, status=503)
     return HttpResponse(shell, headers={"Cache-Control": "no-cache"})
+
+
+@login_required
+@ensure_csrf_cookie
+def app_view(request: HttpRequest, path: str = "") -> HttpResponse:
+    return _shell_response()
+
+
+def shared_view(request: HttpRequest, token: str) -> HttpResponse:
+    """A share link's page (``/app/shared/<token>``): open to anyone holding the link, logged in or
+    not; the page reads ``/api/shared/<token>``, which checks the token."""
+    return _shell_response()

@@ -9,11 +9,12 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
 from webapp.api.api import api
-from webapp.frontend import app_view
+from webapp.frontend import app_view, shared_view
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="app", permanent=False), name="root"),
     path("app/", app_view, name="app"),
+    path("app/shared/<str:token>", shared_view, name="app_shared"),
     re_path(r"^app/(?P<path>.+)$", app_view, name="app_page"),
     path("accounts/", include("webapp.accounts.urls")),
     path("admin/", admin.site.urls),

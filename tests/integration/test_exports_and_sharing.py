@@ -235,3 +235,10 @@ def test_a_board_share_link_needs_an_editor(
     assert made.status_code == 201, made.content
     shown = Client().get(f"/api/shared/{made.json()['token']}").json()
     assert shown["kind"] == "board" and shown["board"]["name"] == "b"
+
+
+def test_a_share_link_s_page_opens_without_logging_in() -> None:
+    anonymous = Client()
+    page = anonymous.get("/app/shared/shr_anything")
+    assert page.status_code in (200, 503), page  # the app shell (503: the app is not built here)
+    assert anonymous.get("/app/chat").status_code == 302  # every other page still needs a login

@@ -65,7 +65,8 @@ def _websocket_tokens(url: str, headers: list[tuple[bytes, bytes]], conversation
                 return tokens
 
 
-def _create(client: openai.OpenAI, **extra_body: Any) -> Any:
+def _create(client: openai.OpenAI, options: dict[str, Any] | None = None, **extra_body: Any) -> Any:
+    """``PROMPT`` completed with ``SAMPLING`` (and the OpenAI ``options``) by the official client."""
     return client.chat.completions.create(
         model="tiny",
         messages=[{"role": "user", "content": PROMPT}],
@@ -74,6 +75,7 @@ def _create(client: openai.OpenAI, **extra_body: Any) -> Any:
         top_p=SAMPLING["top_p"],
         seed=SAMPLING["seed"],
         extra_body=extra_body or None,
+        **(options or {}),
     )
 
 
@@ -81,16 +83,11 @@ def test_the_openai_client_streams_a_steered_completion_with_the_websocket_s_tok
     live_url: str, client_of: Any, alice: Any, version: Any, ws_headers: Any
 ) -> None:
     client = client_of(alice)
-    stream = client.chat.completions.create(
-        model="tiny",
-        messages=[{"role": "user", "content": PROMPT}],
-        max_tokens=SAMPLING["max_new_tokens"],
-        temperature=SAMPLING["temperature"],
-        top_p=SAMPLING["top_p"],
-        seed=SAMPLING["seed"],
-        stream=True,
-        stream_options={"include_usage": True},
-        extra_body={"recipe": f"{version.recipe_id}@{version.number}", "reads": True},
+    stream = _create(
+        client,
+        {"stream": True, "stream_options": {"include_usage": True}},
+        recipe=f"{version.recipe_id}@{version.number}",
+        reads=True,
     )
     text, token_ids, reads, finish, usage = [], [], [], None, None
     for chunk in stream:

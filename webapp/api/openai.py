@@ -20,10 +20,11 @@ when asked, the adjustment log, and the seed (so a transcript can be redone).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 import pydantic
@@ -168,6 +169,25 @@ async def _authenticate(request: HttpRequest) -> User | None:
     return user
 
 
+def endpoint(method: str) -> Callable[[Callable[..., Awaitable[HttpResponse]]], Callable[..., Any]]:
+    """An endpoint taking ``method`` only, from a live API token's user (passed after the request)."""
+
+    def wrap(view: Callable[..., Awaitable[HttpResponse]]) -> Callable[..., Any]:
+        @csrf_exempt  # a bearer token, never a cookie: nothing for CSRF to protect
+        @functools.wraps(view)
+        async def handler(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method != method:
+                return error(405, f"use {method}")
+            user = await _authenticate(request)
+            if user is None:
+                return _unauthenticated()
+            return await view(request, user, *args, **kwargs)
+
+        return handler
+
+    return wrap
+
+
 def _unauthenticated() -> JsonResponse:
     return error(
         401,
@@ -206,20 +226,14 @@ def _model_out(deployment: Any) -> dict[str, Any]:
     }
 
 
-async def list_models(request: HttpRequest) -> HttpResponse:
-    if request.method != "GET":
-        return error(405, "use GET")
-    if await _authenticate(request) is None:
-        return _unauthenticated()
+@endpoint("GET")
+async def list_models(request: HttpRequest, user: User) -> HttpResponse:
     found = await sync_to_async(completions.deployments)()
     return JsonResponse({"object": "list", "data": [_model_out(d) for d in found]})
 
 
-async def get_model(request: HttpRequest, name: str) -> HttpResponse:
-    if request.method != "GET":
-        return error(405, "use GET")
-    if await _authenticate(request) is None:
-        return _unauthenticated()
+@endpoint("GET")
+async def get_model(request: HttpRequest, user: User, name: str) -> HttpResponse:
     found = [d for d in await sync_to_async(completions.deployments)() if d.name == name]
     if not found:
         return error(404, f"no model {name!r}", code="model_not_found")
@@ -409,13 +423,8 @@ async def _stream(answer: _Answer, include_usage: bool) -> AsyncIterator[str]:
         await _stop_if_unfinished(answer)
 
 
-@csrf_exempt
-async def chat_completions(request: HttpRequest) -> HttpResponse:
-    if request.method != "POST":
-        return error(405, "use POST")
-    user = await _authenticate(request)
-    if user is None:
-        return _unauthenticated()
+@endpoint("POST")
+async def chat_completions(request: HttpRequest, user: User) -> HttpResponse:
     try:
         body = ChatCompletionIn.model_validate(await _body(request))
         completion = body.completion()
@@ -448,13 +457,8 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
 # --------------------------------------------------------------------------------------------
 # Live control of a running completion
 # --------------------------------------------------------------------------------------------
-@csrf_exempt
-async def control_run(request: HttpRequest, run_id: int, action: str) -> HttpResponse:
-    if request.method != "POST":
-        return error(405, "use POST")
-    user = await _authenticate(request)
-    if user is None:
-        return _unauthenticated()
+@endpoint("POST")
+async def control_run(request: HttpRequest, user: User, run_id: int, action: str) -> HttpResponse:
     try:
         run = await sync_to_async(completions.get_completion_run)(user, run_id)
         if action == "adjust":

@@ -105,16 +105,13 @@ def _library_object(user: User, ref: str, content_hash: str) -> SteeringVector |
     return found
 
 
-def export_run(user: User, run: Run) -> tuple[str, bytes]:
-    """(file name, zip bytes) of ``user``'s finished run."""
-    if run.user_id != user.pk:
-        raise not_found("run")
-    if run.status not in EXPORTABLE:
-        raise PlaygroundError("invalid", f"run {run.pk} is {run.status}: only finished runs can be exported")
-    deployment = run.deployment
+def tensor_files(
+    user: User, content_hashes: dict[str, str]
+) -> tuple[dict[str, TensorEntry], dict[str, bytes]]:
+    """The manifest entries and safetensors files of the vectors and probes a run (or batch) used."""
     entries: dict[str, TensorEntry] = {}
     files: dict[str, bytes] = {}
-    for ref, content_hash in sorted(run.content_hashes.items()):
+    for ref, content_hash in sorted(content_hashes.items()):
         obj = _library_object(user, ref, content_hash)
         if isinstance(obj, SteeringVector):
             entries[ref] = TensorEntry(kind="vector", content_hash=content_hash, name=obj.name)
@@ -124,6 +121,40 @@ def export_run(user: User, run: Run) -> tuple[str, bytes]:
                 kind="probe", content_hash=content_hash, name=obj.name, layer=obj.layer, point=obj.point
             )
             files[ref] = bytes(obj.weight)
+    return entries, files
+
+
+def model_entry(deployment: ModelDeployment) -> ModelOut:
+    return ModelOut(
+        name=deployment.name,
+        source=deployment.hf_id_or_path,
+        revision=deployment.revision,
+        model_type=deployment.model_type,
+        num_layers=deployment.num_layers,
+        hidden_size=deployment.hidden_size,
+        vocab_size=deployment.vocab_size,
+    )
+
+
+def zip_export(manifest: BaseModel, files: dict[str, bytes], extra: dict[str, bytes] | None = None) -> bytes:
+    """``manifest.json``, ``tensors/<ref>.safetensors`` and any ``extra`` files, as one zip."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("manifest.json", manifest.model_dump_json(indent=2))
+        for ref, data in files.items():
+            archive.writestr(f"tensors/{ref}.safetensors", data)
+        for name, data in (extra or {}).items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def export_run(user: User, run: Run) -> tuple[str, bytes]:
+    """(file name, zip bytes) of ``user``'s finished run."""
+    if run.user_id != user.pk:
+        raise not_found("run")
+    if run.status not in EXPORTABLE:
+        raise PlaygroundError("invalid", f"run {run.pk} is {run.status}: only finished runs can be exported")
+    entries, files = tensor_files(user, run.content_hashes)
     history = Message.objects.filter(conversation_id=run.conversation_id, pk__lte=run.prompt_message_id)
     version = run.recipe_version
     manifest = Manifest(
@@ -131,15 +162,7 @@ def export_run(user: User, run: Run) -> tuple[str, bytes]:
         format_version=FORMAT_VERSION,
         exported_at=timezone.now().isoformat(),
         site_run=run.pk,
-        model=ModelOut(
-            name=deployment.name,
-            source=deployment.hf_id_or_path,
-            revision=deployment.revision,
-            model_type=deployment.model_type,
-            num_layers=deployment.num_layers,
-            hidden_size=deployment.hidden_size,
-            vocab_size=deployment.vocab_size,
-        ),
+        model=model_entry(run.deployment),
         engine=dict(run.engine),
         recipe=None
         if version is None
@@ -156,13 +179,8 @@ def export_run(user: User, run: Run) -> tuple[str, bytes]:
         tokens=list(run.tokens),
         text=run.text,
     )
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("manifest.json", manifest.model_dump_json(indent=2))
-        for ref, data in files.items():
-            archive.writestr(f"tensors/{ref}.safetensors", data)
     log.info("playground.run_exported", extra={"run": run.pk})
-    return f"steerlab-run-{run.pk}.zip", buffer.getvalue()
+    return f"steerlab-run-{run.pk}.zip", zip_export(manifest, files)
 
 
 # --------------------------------------------------------------------------------------------
