@@ -1,5 +1,6 @@
-// The application shell: the top bar (navigation, the user, log out) and the routes.
-import { NavLink, Navigate, Route, Routes } from "react-router";
+// The application shell: the top bar (navigation, the user, log out) and the routes. A share
+// link's page is for visitors who may not be logged in: it gets a bare shell (no /api/me call).
+import { NavLink, Navigate, Route, Routes, useLocation } from "react-router";
 import { api, csrfToken, unwrap } from "./api/client";
 import { useResource } from "./api/useResource";
 import { AccountPage } from "./accounts/AccountPage";
@@ -13,6 +14,7 @@ import { JobsPage } from "./jobs/JobsPage";
 import { LibraryPage } from "./library/LibraryPage";
 import { RecipeEditorPage } from "./recipes/RecipeEditorPage";
 import { RecipesPage } from "./recipes/RecipesPage";
+import { SharedPage } from "./shared/SharedPage";
 import { Button } from "./ui/components";
 
 const NAV = [
@@ -26,6 +28,28 @@ const NAV = [
 ] as const;
 
 export function App() {
+  const { pathname } = useLocation();
+  return pathname.startsWith("/shared/") ? <SharedShell /> : <LoggedInApp />;
+}
+
+function SharedShell() {
+  return (
+    <>
+      <a className="skip-link" href="#main">Skip to content</a>
+      <header className="topbar">
+        <span className="brand">Steerlab</span>
+      </header>
+      <main id="main">
+        <Routes>
+          <Route path="/shared/:token" element={<SharedPage />} />
+          <Route path="*" element={<p>Nothing here.</p>} />
+        </Routes>
+      </main>
+    </>
+  );
+}
+
+function LoggedInApp() {
   const me = useResource(() => unwrap(api.GET("/api/me")), "me");
   return (
     <>

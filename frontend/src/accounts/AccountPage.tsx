@@ -1,10 +1,12 @@
-// The account: who I am, the password-change link, and personal API tokens (secret shown once).
+// The account: who I am, the password-change link, personal API tokens (secret shown once) and
+// share links.
 import { useState } from "react";
 import { api, unwrap } from "../api/client";
 import type { Schemas } from "../api/client";
 import { useAction } from "../api/useAction";
 import { useResource } from "../api/useResource";
 import { formatDate } from "../library/shared";
+import { ShareLinksPanel } from "../shared/ShareLinksPanel";
 import { Badge, Button, Field, Loading, Notice, PageHeader, Panel } from "../ui/components";
 import { CopyField } from "./CopyField";
 import { ListStatus } from "./ListStatus";
@@ -44,6 +46,7 @@ export function AccountPage() {
         </Panel>
         <ApiTokens />
       </div>
+      <ShareLinksPanel />
     </div>
   );
 }

@@ -103,6 +103,7 @@ describe("AccountPage", () => {
         return json(201, { id: 6, name: "nb", prefix: "stl_cd", created_at: when, last_used_at: null, revoked_at: null, token: "stl_secret" });
       }
       if (route === "DELETE /api/tokens/4") return json(204);
+      if (route === "GET /api/share-links") return json(200, []);
       return undefined;
     });
     const user = userEvent.setup();
@@ -118,5 +119,46 @@ describe("AccountPage", () => {
     await user.click(screen.getByRole("button", { name: "Revoke old" }));
     expect(await screen.findByText("Revoked the token “old”.")).toBeTruthy();
     expect(requests.some((r) => r.method === "DELETE" && r.url.endsWith("/api/tokens/4"))).toBe(true);
+  });
+});
+
+describe("AccountPage's share links", () => {
+  it("lists the links and revokes a live one", async () => {
+    let revoked: string | null = null;
+    answer((request, url) => {
+      const route = `${request.method} ${url.pathname}`;
+      if (route === "GET /api/me") return json(200, { id: 1, username: "alice", email: "" });
+      if (route === "GET /api/tokens") return paged([]);
+      if (route === "GET /api/share-links") {
+        return json(200, [
+          { id: 2, kind: "run", target_id: 7, created_at: when, revoked_at: revoked },
+          { id: 1, kind: "board", target_id: 3, created_at: when, revoked_at: when },
+        ]);
+      }
+      if (route === "DELETE /api/share-links/2") {
+        revoked = when;
+        return json(204);
+      }
+      return undefined;
+    });
+    const confirm = vi.spyOn(window, "confirm").mockReturnValue(true);
+    const user = userEvent.setup();
+    render(<AccountPage />);
+    const table = await screen.findByRole("table", { name: "Share links" });
+    const stamp = new Date(when).toLocaleString();
+    expect(within(table).getAllByRole("row").map((r) => r.textContent)).toEqual([
+      "KindTargetCreatedStatusActions",
+      `runrun #7${stamp}liveRevoke`,
+      `boardboard #3${stamp}revoked ${stamp}`,
+    ]);
+    expect(screen.queryByRole("button", { name: "Revoke the link to board #3" })).toBeNull();
+
+    await user.click(screen.getByRole("button", { name: "Revoke the link to run #7" }));
+    expect(await screen.findByText("Revoked the share link to run #7.")).toBeTruthy();
+    expect(confirm).toHaveBeenCalledWith("Revoke the share link to run #7? Anyone opening it will be told it was revoked.");
+    expect(requests.filter((r) => r.method === "DELETE").map((r) => new URL(r.url).pathname)).toEqual(["/api/share-links/2"]);
+    await waitFor(() => {
+      expect(within(table).getAllByRole("row")[1]?.textContent).toBe(`runrun #7${stamp}revoked ${stamp}`);
+    });
   });
 });

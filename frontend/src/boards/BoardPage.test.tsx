@@ -64,8 +64,11 @@ function renderBoard() {
 
 describe("BoardPage", () => {
   let current: Record<string, unknown>;
+  let shareResponse: () => Response;
   beforeEach(() => {
     current = board;
+    shareResponse = () =>
+      json(201, { id: 8, kind: "board", target_id: 3, created_at: stamp.created_at, revoked_at: null, token: "shr_b", path: "/app/shared/shr_b" });
     FakeSocket.reset();
     vi.stubGlobal("WebSocket", FakeSocket);
     answer((request, url) => {
@@ -73,6 +76,7 @@ describe("BoardPage", () => {
       if (url.pathname === "/api/probes") return paged([libraryProbe(1, "marker L2", 2), libraryProbe(2, "marker L1", 1), libraryProbe(5, "other", 3)]);
       const traced = /^\/api\/boards\/3\/traces\/(\d+)$/.exec(url.pathname);
       if (traced) return json(200, trace(Number(traced[1])));
+      if (url.pathname === "/api/boards/3/share" && request.method === "POST") return shareResponse();
       if (url.pathname === "/api/boards/3/evaluate") {
         const running = { ...evaluation, id: 21, status: "running", done_batches: 1, result: {}, finished_at: null };
         current = { ...board, latest_job: running };
@@ -126,6 +130,24 @@ describe("BoardPage", () => {
       expect(screen.getByTestId("trace").getAttribute("data-example")).toBe("1");
     });
     expect(requests.some((r) => new URL(r.url).pathname === "/api/boards/3/traces/1")).toBe(true);
+  });
+
+  it("shares the board: the new link's URL, shown once", async () => {
+    const user = userEvent.setup();
+    renderBoard();
+    await user.click(await screen.findByRole("button", { name: "Share the board" }));
+    const link = await screen.findByLabelText<HTMLInputElement>("Share link to this board");
+    expect(link.value).toBe(`${window.location.origin}/app/shared/shr_b`);
+    expect(requests.filter((r) => r.method === "POST").map((r) => new URL(r.url).pathname)).toEqual(["/api/boards/3/share"]);
+  });
+
+  it("shows why a viewer cannot share the board", async () => {
+    shareResponse = () => json(403, { detail: "only the board's owner or its team's editors can share it" });
+    const user = userEvent.setup();
+    renderBoard();
+    await user.click(await screen.findByRole("button", { name: "Share the board" }));
+    expect((await screen.findByRole("alert")).textContent).toBe("only the board's owner or its team's editors can share it");
+    expect(screen.queryByLabelText("Share link to this board")).toBeNull();
   });
 
   it("re-runs the evaluation and follows it live", async () => {

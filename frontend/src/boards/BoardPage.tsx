@@ -9,6 +9,7 @@ import { isActive } from "../jobs/model";
 import { progressOf } from "../jobs/progress";
 import { useJobProgress } from "../jobs/useJobProgress";
 import { VisibilityBadge } from "../library/shared";
+import { ShareButton, ShareResult, useShare } from "../shared/ShareLink";
 import { Empty, Loading, Notice, PageHeader, Panel } from "../ui/components";
 import { AgreementMatrix } from "./AgreementMatrix";
 import { BoardProbesPanel } from "./BoardProbesPanel";
@@ -27,6 +28,8 @@ export function BoardPage() {
   const board = useResource(() => unwrap(api.GET("/api/boards/{board_id}", { params: { path: { board_id: boardId } } })), String(boardId));
   const latest = board.data?.latest_job ?? null;
   const live = useJobProgress(latest && isActive(latest.status) ? [latest.id] : [], board.reload);
+  // Editors may share; the API answers anyone else with its reason, shown below the header.
+  const share = useShare(() => unwrap(api.POST("/api/boards/{board_id}/share", { params: { path: { board_id: boardId } } })));
   if (!board.data) return board.error ? <Notice>{board.error}</Notice> : <Loading what="the board" />;
   const b = board.data;
   const evaluation = evaluationOf(b.evaluation);
@@ -37,7 +40,9 @@ export function BoardPage() {
         <span className="meta">
           by {b.owner} · {b.deployment} · <Link to="/boards">all boards</Link>
         </span>
+        <ShareButton share={share} label="Share the board" />
       </PageHeader>
+      <ShareResult share={share} what="this board" />
       <Notice>{board.error}</Notice>
       <Notice>{live.progress.error}</Notice>
       <div className="grid-2">
@@ -60,6 +65,22 @@ export function BoardPage() {
 function Results({ board, evaluation }: { board: Board; evaluation: Evaluation }) {
   return (
     <>
+      <EvaluationResults evaluation={evaluation} />
+      <Panel title="Per-token traces">
+        {evaluation.n > 0 ? (
+          <TraceView boardId={board.id} count={evaluation.n} probes={evaluation.probes} version={board.evaluation?.id ?? 0} />
+        ) : (
+          <Empty>The evaluation set is empty.</Empty>
+        )}
+      </Panel>
+    </>
+  );
+}
+
+/** The metrics table, the agreement matrix and the ROC curves (a shared board shows them too). */
+export function EvaluationResults({ evaluation }: { evaluation: Evaluation }) {
+  return (
+    <>
       <Panel title="Metrics">
         <p className="meta">
           {evaluation.n} examples ({evaluation.positives} labelled “{evaluation.positive_label}”), {evaluation.pooling}-token pooling;
@@ -75,13 +96,6 @@ function Results({ board, evaluation }: { board: Board; evaluation: Evaluation }
           <RocChart probes={evaluation.probes} />
         </Panel>
       </div>
-      <Panel title="Per-token traces">
-        {evaluation.n > 0 ? (
-          <TraceView boardId={board.id} count={evaluation.n} probes={evaluation.probes} version={board.evaluation?.id ?? 0} />
-        ) : (
-          <Empty>The evaluation set is empty.</Empty>
-        )}
-      </Panel>
     </>
   );
 }

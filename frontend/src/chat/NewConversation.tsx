@@ -1,9 +1,11 @@
-// Start a conversation: a model, and optionally a recipe (at its latest or a chosen version).
+// Start a conversation: a model, and optionally a recipe (at its latest or a chosen version); or
+// import a run exported from Steerlab.
 import { useState } from "react";
 import { useNavigate } from "react-router";
 import { api, errorMessage, unwrap } from "../api/client";
 import { useResource } from "../api/useResource";
 import { Button, Field, Loading, Notice, PageHeader, Panel } from "../ui/components";
+import { ImportRun } from "./ImportRun";
 
 export function NewConversation({ onCreated }: { onCreated: () => void }) {
   const navigate = useNavigate();
@@ -97,6 +99,7 @@ export function NewConversation({ onCreated }: { onCreated: () => void }) {
           </Button>
         </form>
       </Panel>
+      <ImportRun onImported={onCreated} />
     </div>
   );
 }

@@ -1,19 +1,21 @@
 // One run of a turn: its streamed tokens as a probe-score heatmap (hover or focus a token for its
-// score and the logit lens), a score chart, the adjustment log, Stop and Replay.
+// score and the logit lens), a score chart, the adjustment log, Stop and Replay; Share and Export
+// once finished.
 import { useMemo, useState } from "react";
 import { Badge, Button, statusTone } from "../ui/components";
+import { RunShare, SHAREABLE } from "./RunShare";
 import { ScoreChart } from "./ScoreChart";
 import { describeIntervention, heatColour, indicesOf } from "./heat";
 import type { RunState } from "./stream";
 import { isActive } from "./stream";
 
-const REASONS: Record<string, string> = {
+export const REASONS: Record<string, string> = {
   length: "reached the token limit",
   stop: "stop token",
   stopped: "stopped by you",
 };
 
-const KIND_LABEL: Record<string, string> = { chat: "answer", steered: "steered", baseline: "baseline (unsteered)", replay: "replay" };
+export const KIND_LABEL: Record<string, string> = { chat: "answer", steered: "steered", baseline: "baseline (unsteered)", replay: "replay" };
 
 export function RunCard({
   run,
@@ -130,6 +132,7 @@ export function RunCard({
           ))}
         </ol>
       ) : null}
+      {SHAREABLE.has(run.status) ? <RunShare runId={run.id} /> : null}
     </article>
   );
 }
