@@ -110,21 +110,16 @@ async def follow_run(run_id: int, conversation_id: int, *, limit: float) -> Asyn
                     log.warning("playground.follow_gap_skipped", extra={"run": run_id})
                     ready += order.skip_gap()
                     stale = 0
+            if message is None and not ready and not await active(run_id):
+                # Ended: its last frames are stored with its final state (read again, as they may
+                # have been written after the look above), or it was cancelled while queued.
+                for frame in await read(run_id, *order.cursor):
+                    ready += order.offer(frame)
+                ready = ready or [{"type": "cancelled", "run": run_id}]
             for frame in ready:
                 yield frame
                 if frame["type"] in RUN_END:
                     return
-            if message is None and not ready and not await active(run_id):
-                # Ended without a final frame in the database: cancelled while queued.
-                for frame in await read(run_id, *order.cursor):
-                    ready += order.offer(frame)
-                if not ready:
-                    yield {"type": "cancelled", "run": run_id}
-                    return
-                for frame in ready:
-                    yield frame
-                    if frame["type"] in RUN_END:
-                        return
         raise TimeoutError(f"run {run_id} did not finish within {limit:.0f} s")
     finally:
         await layer.group_discard(group, channel)
