@@ -174,6 +174,8 @@ STEERLAB_RUN_MAX_ATTEMPTS = env_int("STEERLAB_RUN_MAX_ATTEMPTS", 2, minimum=1)
 STEERLAB_MAX_ACTIVE_JOBS = env_int("STEERLAB_MAX_ACTIVE_JOBS", 4, minimum=1)
 STEERLAB_JOB_TIME_LIMIT = env_int("STEERLAB_JOB_TIME_LIMIT", 6 * 3600, minimum=60)
 STEERLAB_JOB_MAX_ATTEMPTS = env_int("STEERLAB_JOB_MAX_ATTEMPTS", 4, minimum=1)
+# Prompts one batch run may take (a larger dataset is refused; its tokens also count per day).
+STEERLAB_BATCH_MAX_PROMPTS = env_int("STEERLAB_BATCH_MAX_PROMPTS", 2000, minimum=1)
 STEERLAB_DETACH_GRACE_SECONDS = env_int("STEERLAB_DETACH_GRACE_SECONDS", 10, minimum=0)
 # Quotas per user.
 STEERLAB_MAX_CONCURRENT_RUNS = env_int("STEERLAB_MAX_CONCURRENT_RUNS", 4, minimum=1)

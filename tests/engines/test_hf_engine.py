@@ -141,6 +141,26 @@ def test_seeded_sampling_is_independent_of_the_batch(make_core: MakeCore) -> Non
     assert greedy.tokens != alone.tokens
 
 
+def test_prompts_that_overflow_a_step_s_token_budget_each_match_their_solo_run(make_core: MakeCore) -> None:
+    # Five 20-token prompts at once and 48 tokens per forward: prefills are split across steps, so
+    # a step holds requests whose prefill is unfinished (no new token) beside ones that sample.
+    core = make_core(max_batch_tokens=48, num_blocks=32)
+    recipe = _recipe(core, [{"op": "probe", "layer": 1, "probe": "p1"}])
+    requests = [
+        _req(
+            f"r{i}",
+            _prompt(40 + i, 20),
+            recipe,
+            sampling=SamplingParams(max_new_tokens=4, temperature=float(i % 2), seed=i),
+        )
+        for i in range(5)
+    ]
+    mixed = run_schedule(core, [(0, r) for r in requests])
+    for r in requests:
+        assert_close_runs(run_alone(make_core(), r), mixed[r.request_id])
+        assert len(mixed[r.request_id].tokens) == 4 and sorted(mixed[r.request_id].reads) == list(range(24))
+
+
 # ---------------------------------------------------------------------------------------- hooks reference
 def test_engine_steering_equals_a_plain_forward_hook_implementation(make_core: MakeCore) -> None:
     core = make_core()

@@ -4,6 +4,7 @@ least 80% of the operations reach a 2xx. Examples are capped (and derandomized) 
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from typing import Any
 
@@ -28,6 +29,10 @@ from tests.integration.test_api_permissions import (
 )
 from webapp.accounts import services
 from webapp.accounts.models import Membership, Role, Team, User
+from webapp.jobs import services as jobs
+from webapp.jobs.batch import summary
+from webapp.jobs.models import Job, JobBatch
+from webapp.library.models import ModelDeployment
 
 MAX_EXAMPLES = 10
 pytestmark = pytest.mark.django_db
@@ -123,6 +128,19 @@ def test_fuzz_the_api(alice: User, bob: User, team_t: Team, make_user: Any, sett
             {"deployment": "tiny", "dataset_id": ids["dataset_id"], "name": "p", "layer": 1},
             {},
         ),
+        "POST /api/jobs/batch-run": (
+            {
+                "deployment": "tiny",
+                "dataset_id": ids["dataset_id"],
+                "name": "b",
+                "recipe_id": ids["recipe_id"],
+                "max_new_tokens": 4,
+                "temperature": 0.0,
+                "seed": 1,
+                "overrides": [{"index": 0, "scale": 0.5}],
+            },
+            {},
+        ),
         "POST /api/jobs/sweep": (
             {
                 "deployment": "tiny",
@@ -152,6 +170,10 @@ def test_fuzz_the_api(alice: User, bob: User, team_t: Team, make_user: Any, sett
     # The seeded failed job: resumed (queued again, no worker here), then cancelled.
     for label in ("POST /api/jobs/{job_id}/resume", "POST /api/jobs/{job_id}/cancel"):
         explicit[label] = {"path_parameters": {"job_id": ids["job_id"]}}
+    # A finished batch run's downloads.
+    done = _finished_batch_run(alice, ids["dataset_id"])
+    for label in ("GET /api/jobs/{job_id}/results.jsonl", "GET /api/jobs/{job_id}/results.parquet"):
+        explicit[label] = {"path_parameters": {"job_id": done}}
     for label, (body, path) in json_bodies.items():
         explicit[label] = {"body": body, "media_type": "application/json", "path_parameters": path}
     for what, fields in (
@@ -173,3 +195,35 @@ def test_fuzz_the_api(alice: User, bob: User, team_t: Team, make_user: Any, sett
     assert len(statuses) == len(operations)
     missed = {label: sorted(codes) for label, codes in statuses.items() if label not in reached}
     assert len(reached) >= 0.8 * len(operations), missed
+
+
+def _finished_batch_run(user: User, dataset_id: int) -> int:
+    """A batch run of ``dataset_id`` marked done, with one stored batch of results (no engine here)."""
+    job = jobs.batch_run(
+        user,
+        ModelDeployment.objects.get(name="tiny"),
+        dataset_id=dataset_id,
+        name="done",
+        seed=1,
+        reads=False,
+    )
+    results = [
+        {
+            "index": i,
+            "prompt": row["text"],
+            "label": row["label"],
+            "prompt_tokens": 3,
+            "seed": 1 + i,
+            "tokens": [5, 6],
+            "text": "ok",
+            "finish_reason": "length",
+            "logprobs": [-1.0, -2.0],
+            "reads": None,
+        }
+        for i, row in enumerate(ROWS)
+    ]
+    engines = [{"engine": "hf", "version": "test"}]
+    blob = json.dumps({"engine": engines[0], "results": results}).encode()
+    JobBatch.objects.create(job=job, index=0, attempt=1, data=blob)
+    Job.objects.filter(pk=job.pk).update(status="done", result=summary(results, engines))
+    return job.pk

@@ -170,7 +170,16 @@ EXPECTED: dict[tuple[str, str], tuple[Any, Codes | dict[str, Codes]]] = {
     ("GET", "/api/jobs/{job_id}"): (None, GET_ONE),
     ("POST", "/api/jobs/{job_id}/cancel"): (None, ENDED),
     ("POST", "/api/jobs/{job_id}/resume"): (None, EDIT),
+    ("GET", "/api/jobs/{job_id}/export"): (None, READ_REFUSED),  # a failed train_probe job: 400
     ("GET", "/api/jobs/{job_id}/cells/{cell}/transcripts"): (None, READ_REFUSED),
+    # batch runs: the dataset's rows through the recipe (both of the cell's visibility); results
+    # are read from a finished batch run only (the seeded {job_id} is a failed probe training)
+    ("POST", "/api/jobs/batch-run"): (
+        {"deployment": "tiny", "dataset_id": "{dataset_id}", "name": "b", "recipe_id": "{recipe_id}"},
+        USE,
+    ),
+    ("GET", "/api/jobs/{job_id}/results.jsonl"): (None, READ_REFUSED),
+    ("GET", "/api/jobs/{job_id}/results.parquet"): (None, READ_REFUSED),
     # boards ({board_id} holds {probe_id} and evaluates on a dataset of its own; it has no results yet)
     ("GET", "/api/boards"): (None, ANYONE),
     ("POST", "/api/boards"): (

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from django.core.handlers.asgi import ASGIRequest
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Router, Schema, Status
 from ninja.pagination import paginate
 
@@ -92,6 +93,27 @@ class SweepIn(StartIn):
     seed: int = 0
 
 
+class OverrideIn(Schema):
+    """A write's slider position for every prompt of a batch run (as a chat turn's overrides)."""
+
+    index: int
+    scale: float | None = None
+    enabled: bool | None = None
+
+
+class BatchRunIn(StartIn):
+    dataset_id: int  # a labelled dataset: each row's text is a prompt, its label is carried along
+    name: str
+    recipe_id: int | None = None  # None: the plain model
+    version: int | None = None  # the recipe's version number (default: its latest)
+    max_new_tokens: int = 128
+    temperature: float = 0.7
+    top_p: float = 0.95
+    seed: int | None = None  # row i is sampled with seed (seed + i) mod 2**31; None: a random seed
+    overrides: list[OverrideIn] = []
+    reads: bool = True  # keep each probe's per-token scores and each logit lens' top-k
+
+
 class TranscriptOut(Schema):
     prompt: str
     baseline: str
@@ -111,7 +133,8 @@ def _jobs(request: HttpRequest) -> QuerySet[Any]:
 @router.get("/jobs", response=list[JobOut])
 @paginate(BoundedLimitOffsetPagination)
 def list_jobs(request: HttpRequest, kind: str | None = None, q: str | None = None) -> QuerySet[Any]:
-    """Jobs you can see, newest first; ``kind`` one of build_vector, train_probe, evaluate, sweep."""
+    """Jobs you can see, newest first; ``kind`` one of build_vector, train_probe, evaluate, sweep,
+    batch_run."""
     jobs = _jobs(request)
     return _search(jobs.filter(kind=kind) if kind else jobs, q)
 
@@ -146,6 +169,12 @@ def sweep(request: HttpRequest, payload: SweepIn) -> Status[object]:
     return _start(request, payload, services.sweep)
 
 
+@router.post("/jobs/batch-run", response={201: JobOut, **DENIED, 429: DetailOut})
+def batch_run(request: HttpRequest, payload: BatchRunIn) -> Status[object]:
+    """A recipe (or none) applied to every prompt of a labelled dataset, as one resumable job."""
+    return _start(request, payload, services.batch_run)
+
+
 @router.get("/jobs/{job_id}", response={200: JobOut, 404: DetailOut})
 def get_job(request: HttpRequest, job_id: int) -> Job:
     return services.get_job(_user(request), job_id)
@@ -167,6 +196,38 @@ def resume_job(request: HttpRequest, job_id: int) -> Job:
 def get_transcripts(request: HttpRequest, job_id: int, cell: int) -> Any:
     """A finished sweep cell's texts (``cell`` indexes ``result.cells``), beside the baseline."""
     return services.cell_transcripts(services.get_job(_user(request), job_id), cell)
+
+
+@router.get("/jobs/{job_id}/results.jsonl", response={200: bytes, **DENIED})
+def batch_results_jsonl(request: HttpRequest, job_id: int) -> StreamingHttpResponse:
+    """A finished batch run's results as JSON Lines, streamed: one object per prompt, by row index
+    (index, prompt, label, prompt_tokens, seed, tokens, text, finish_reason, logprobs, reads)."""
+    job = services.get_job(_user(request), job_id)
+    lines = services.batch_jsonl(job, asynchronous=isinstance(request, ASGIRequest))
+    response = StreamingHttpResponse(lines, content_type="application/x-ndjson")
+    response["Content-Disposition"] = f'attachment; filename="batch-{job.pk}.jsonl"'
+    return response
+
+
+@router.get("/jobs/{job_id}/results.parquet", response={200: bytes, **DENIED})
+def batch_results_parquet(request: HttpRequest, job_id: int) -> HttpResponse:
+    """A finished batch run's results as one Parquet file: a row per prompt, list columns for the
+    tokens, logprobs and each read; the job's model, recipe and sampling in the file's metadata."""
+    job = services.get_job(_user(request), job_id)
+    data = services.batch_parquet(job)
+    response = HttpResponse(data, content_type="application/vnd.apache.parquet")
+    response["Content-Disposition"] = f'attachment; filename="batch-{job.pk}.parquet"'
+    return response
+
+
+@router.get("/jobs/{job_id}/export", response={200: bytes, **DENIED})
+def export_batch_run(request: HttpRequest, job_id: int) -> HttpResponse:
+    """A finished batch run as one zip that redoes it: manifest.json (model, recipe, seed and seed
+    rule, overrides, engines), the prompts, the results and the vectors and probes (safetensors)."""
+    name, data = services.export_batch_run(_user(request), services.get_job(_user(request), job_id))
+    response = HttpResponse(data, content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@
   held-out split -> a library probe whose metrics are the held-out ones (with bootstrap intervals).
 * ``evaluate``: a comparison board (``webapp.compare.evaluation``).
 * ``sweep``: steering sweeps (``webapp.jobs.sweep``).
+* ``batch_run``: a recipe applied to a dataset's prompts (``webapp.jobs.batch``).
 """
 
 from __future__ import annotations
@@ -194,6 +195,7 @@ class TrainProbe:
 
 def kind_of(kind: str) -> Kind:
     from webapp.compare.evaluation import EvaluateBoard
+    from webapp.jobs.batch import BatchRun
     from webapp.jobs.sweep import Sweep
 
     kinds: dict[str, Kind] = {
@@ -201,6 +203,7 @@ def kind_of(kind: str) -> Kind:
         JobKind.TRAIN_PROBE: TrainProbe(),
         JobKind.EVALUATE: EvaluateBoard(),
         JobKind.SWEEP: Sweep(),
+        JobKind.BATCH_RUN: BatchRun(),
     }
     if kind not in kinds:
         raise JobFailed(f"unknown job kind {kind!r}")

@@ -1,11 +1,11 @@
 """Jobs: work on the shared engine that is not a chat turn, done in resumable batches.
 
 A job (building a steering vector, training a probe, evaluating a comparison board, a steering
-sweep) is written before it is dispatched, like a run, and executed by the worker that hosts its
-model's engine, under a heartbeat lease (``webapp.leases``). Its input is split into batches in a
-fixed order; each finished batch is stored as a :class:`JobBatch` row, so a job whose worker died
-resumes from its completed batches instead of starting over. Jobs are owned and shared like
-library objects (owner, team, visibility), and what a job makes inherits its sharing.
+sweep, a batch run) is written before it is dispatched, like a run, and executed by the worker
+that hosts its model's engine, under a heartbeat lease (``webapp.leases``). Its input is split
+into batches in a fixed order; each finished batch is stored as a :class:`JobBatch` row, so a job
+whose worker died resumes from its completed batches instead of starting over. Jobs are owned and
+shared like library objects (owner, team, visibility), and what a job makes inherits its sharing.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ class JobKind(models.TextChoices):
     TRAIN_PROBE = "train_probe", "train a probe"
     EVALUATE = "evaluate", "evaluate a board"
     SWEEP = "sweep", "steering sweep"
+    BATCH_RUN = "batch_run", "batch run"
 
 
 class JobStatus(models.TextChoices):

@@ -10,10 +10,14 @@ cancelling and resuming need edit rights.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import secrets
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import pydantic
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
@@ -22,8 +26,18 @@ from django.utils import timezone
 from webapp.accounts.models import Team, User
 from webapp.jobs.models import Job, JobKind, JobStatus
 from webapp.library import services as library
-from webapp.library.models import Dataset, DatasetKind, ModelDeployment, Point, Probe, SteeringVector
-from webapp.playground.services import PlaygroundError
+from webapp.library.models import (
+    Dataset,
+    DatasetKind,
+    ModelDeployment,
+    Point,
+    Probe,
+    Recipe,
+    RecipeVersion,
+    SteeringVector,
+)
+from webapp.playground.exports import model_entry
+from webapp.playground.services import PlaygroundError, check_overrides, check_token_budget
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +321,198 @@ def sweep(
         "seed": seed,
     }
     return create_job(user, deployment, JobKind.SWEEP, name, params, team=team, visibility=visibility)
+
+
+def _batch_recipe(
+    user: User, deployment: ModelDeployment, recipe_id: Any, version: Any
+) -> RecipeVersion | None:
+    """The recipe version a batch run applies (``version`` None: the latest), or None for none."""
+    if recipe_id is None:
+        if version is not None:
+            raise _error("version", "a version needs a recipe_id")
+        return None
+    recipe = (
+        library.visible_to(user, Recipe.objects.all()).filter(pk=recipe_id).first()
+        if isinstance(recipe_id, int) and not isinstance(recipe_id, bool)
+        else None
+    )
+    if recipe is None:
+        raise _error("recipe_id", f"no recipe {recipe_id!r} that you can see")
+    if recipe.deployment_id != deployment.pk:
+        raise _error("recipe_id", f"recipe {recipe.name!r} is for another model than {deployment.name!r}")
+    found = recipe.latest_version() if version is None else recipe.versions.filter(number=version).first()
+    if found is None:
+        raise _error("version", f"recipe {recipe.name!r} has no version {version!r}")
+    return found
+
+
+def _batch_sampling(max_new_tokens: Any, temperature: Any, top_p: Any, seed: Any) -> dict[str, Any]:
+    """A chat turn's sampling parameters, checked field by field (``seed`` None: a random one)."""
+
+    def number(value: Any) -> bool:
+        return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+    limit = settings.STEERLAB_MAX_NEW_TOKENS
+    if (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or not 1 <= max_new_tokens <= limit
+    ):
+        raise _error("max_new_tokens", f"between 1 and {limit}")
+    if not number(temperature) or not 0.0 <= temperature <= 5.0:
+        raise _error("temperature", "temperature must be a number between 0 and 5")
+    if not number(top_p) or not 0.0 < top_p <= 1.0:
+        raise _error("top_p", "top_p must be a number in (0, 1]")
+    if seed is None:
+        seed = secrets.randbelow(1 << 31)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 31:
+        raise _error("seed", "seed must be an integer in [0, 2**31)")
+    return {
+        "max_new_tokens": max_new_tokens,
+        "temperature": float(temperature),
+        "top_p": float(top_p),
+        "seed": seed,
+    }
+
+
+@transaction.atomic
+def batch_run(
+    user: User,
+    deployment: ModelDeployment,
+    *,
+    dataset_id: int,
+    name: str,
+    recipe_id: int | None = None,
+    version: int | None = None,
+    max_new_tokens: int = 128,
+    temperature: float = 0.7,
+    top_p: float = 0.95,
+    seed: int | None = None,
+    overrides: Any = None,
+    reads: bool = True,
+    team: Team | None = None,
+    visibility: str = "private",
+) -> Job:
+    """Start a batch run: a recipe (or none) on every prompt of a labelled dataset, each prompt a
+    one-message chat turn (``webapp.jobs.batch``). Its params pin everything that redoes it: the
+    dataset's hash, the recipe version's spec and content hashes, the model, the sampling and seed,
+    the overrides."""
+    dataset = visible_dataset(user, dataset_id, DatasetKind.LABELLED)
+    limit = settings.STEERLAB_BATCH_MAX_PROMPTS
+    if dataset.row_count > limit:
+        raise _error(
+            "dataset_id",
+            f"dataset {dataset.name!r} has {dataset.row_count} prompts; a batch run takes at most {limit}",
+        )
+    found = _batch_recipe(user, deployment, recipe_id, version)
+    spec = found.spec if found is not None else None
+    sampling = _batch_sampling(max_new_tokens, temperature, top_p, seed)
+    try:
+        checked = check_overrides(spec, overrides)
+    except PlaygroundError as exc:
+        raise _error("overrides", exc.message) from None
+    if not isinstance(reads, bool):
+        raise _error("reads", "reads is true or false")
+    tokens = dataset.row_count * sampling["max_new_tokens"]
+    check_token_budget(user, tokens, what=f"this batch run may generate {tokens} tokens: ")
+    params = {
+        "dataset_hash": dataset.content_hash,
+        "prompts": dataset.row_count,
+        "recipe": None
+        if found is None
+        else {
+            "id": found.recipe_id,
+            "name": found.recipe.name,
+            "version": found.number,
+            "version_id": found.pk,
+        },
+        "spec": spec,
+        "content_hashes": dict(found.content_hashes) if found is not None else {},
+        "model": model_entry(deployment).model_dump(),
+        "sampling": sampling,
+        "overrides": checked,
+        "reads": reads,
+        "token_budget": tokens,
+    }
+    return create_job(
+        user, deployment, JobKind.BATCH_RUN, name, params, team=team, visibility=visibility, dataset=dataset
+    )
+
+
+def _finished_batch_run(job: Job) -> None:
+    if job.kind != JobKind.BATCH_RUN or job.status != JobStatus.DONE:
+        raise ValidationError(
+            f"Results are downloaded from a finished batch run; job {job.pk} is a {job.kind} job "
+            f"({job.status})."
+        )
+
+
+def batch_jsonl(job: Job, *, asynchronous: bool = False) -> Iterator[bytes] | AsyncIterator[bytes]:
+    """A finished batch run's results as JSON Lines, one prompt per line (checked now, read
+    lazily; ``asynchronous`` for an ASGI server)."""
+    from webapp.jobs.batch import ajsonl_lines, jsonl_lines
+
+    _finished_batch_run(job)
+    return ajsonl_lines(job) if asynchronous else jsonl_lines(job)
+
+
+def export_batch_run(user: User, job: Job) -> tuple[str, bytes]:
+    """(file name, zip) of a finished batch run: what redoes it and what it gave.
+
+    ``manifest.json`` holds the job's pinned params (model, recipe version and spec, content hashes,
+    sampling with its seed and the per-row seed rule, overrides, reads), the engines that ran it and
+    the dataset's hash; ``dataset.jsonl`` the prompts; ``results.jsonl`` the results;
+    ``tensors/<ref>.safetensors`` the vectors and probes (as in a run export).
+    """
+    from webapp.jobs.batch import jsonl_lines
+    from webapp.playground.exports import tensor_files, zip_export
+
+    _finished_batch_run(job)
+    dataset = job.dataset
+    if dataset is None or dataset.content_hash != job.params.get("dataset_hash"):
+        raise ValidationError("The batch run's dataset was deleted or changed since: it cannot be exported.")
+    try:
+        entries, files = tensor_files(user, job.params.get("content_hashes", {}))
+    except PlaygroundError as exc:
+        raise ValidationError(exc.message) from None
+    manifest = BatchManifest(
+        exported_at=timezone.now().isoformat(),
+        site_job=job.pk,
+        name=job.name,
+        params={k: v for k, v in job.params.items() if k != "token_budget"},
+        seed_rule="row i is sampled with seed (sampling.seed + i) mod 2**31",
+        engines=list((job.result or {}).get("engines", [])),
+        tensors={ref: entry.model_dump() for ref, entry in entries.items()},
+        dataset={"name": dataset.name, "content_hash": dataset.content_hash, "rows": dataset.row_count},
+    )
+    rows = b"".join(json.dumps(row).encode() + b"\n" for row in dataset.rows)
+    extra = {"dataset.jsonl": rows, "results.jsonl": b"".join(jsonl_lines(job))}
+    log.info("jobs.batch_exported", extra={"job": job.pk})
+    return f"steerlab-batch-{job.pk}.zip", zip_export(manifest, files, extra)
+
+
+class BatchManifest(pydantic.BaseModel):
+    """A batch-run export's manifest (``export_batch_run``)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    format: str = "steerlab.batch_run"
+    format_version: int = 1
+    exported_at: str
+    site_job: int
+    name: str
+    params: dict[str, Any]
+    seed_rule: str
+    engines: list[dict[str, str]]
+    tensors: dict[str, dict[str, Any]]
+    dataset: dict[str, Any]
+
+
+def batch_parquet(job: Job) -> bytes:
+    """A finished batch run's results as a Parquet file."""
+    from webapp.jobs.batch import parquet_file
+
+    _finished_batch_run(job)
+    return parquet_file(job)
 
 
 def get_job(user: User, pk: int) -> Job:

@@ -875,7 +875,8 @@ def public_id(obj: Model) -> str:
 # --------------------------------------------------------------------------------------------
 def deployment_named(name: str) -> ModelDeployment:
     """The deployment called ``name``; an unknown name is a ``ValidationError`` (a bad form field)."""
-    deployment = ModelDeployment.objects.filter(name=name).first()
+    # A NUL cannot be in a name, and PostgreSQL refuses it even in a query: it names nothing.
+    deployment = None if "\x00" in name else ModelDeployment.objects.filter(name=name).first()
     if deployment is None:
         raise ValidationError(f"Unknown deployment {name!r}.")
     return deployment

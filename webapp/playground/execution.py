@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,9 +95,10 @@ def reap_expired_runs() -> list[int]:
 # --------------------------------------------------------------------------------------------
 # Resolving the recipe through the warm cache
 # --------------------------------------------------------------------------------------------
-def _resolve(run: Run, host: EngineHost) -> dict[str, VectorData | ProbeData]:
+def resolve_refs(content_hashes: dict[str, str], host: EngineHost) -> dict[str, VectorData | ProbeData]:
+    """The tensors of every vector and probe a recipe names, by the content hash it was pinned to."""
     resolved: dict[str, VectorData | ProbeData] = {}
-    for ref, content_hash in run.content_hashes.items():
+    for ref, content_hash in content_hashes.items():
         is_vector = ref.startswith(VECTOR_PREFIX)
         if not is_vector and not ref.startswith(PROBE_PREFIX):
             raise RequestError(f"unknown reference {ref!r}")
@@ -132,29 +134,54 @@ def load_deployment(deployment: ModelDeployment) -> HostedModel:
 
 
 def build_request(run: Run, host: EngineHost, model: HostedModel, attempt: int) -> GenerationRequest:
-    spec = parse_recipe(run.spec) if run.spec else None
-    recipe = compile_recipe(spec, run.deployment.shape, _resolve(run, host), model=run.deployment.name)
-    tokenizer = model.tokenizer
+    return generation_request(
+        f"run-{run.pk}-{attempt}",
+        run.deployment,
+        run.spec,
+        resolve_refs(run.content_hashes, host),
+        model.tokenizer,
+        run.prompt_tokens,
+        run.sampling,
+        run.overrides,
+        run.scheduled,
+    )
+
+
+def generation_request(
+    request_id: str,
+    deployment: ModelDeployment,
+    spec: dict[str, Any] | None,
+    resolved: dict[str, VectorData | ProbeData],
+    tokenizer: Any,
+    prompt_tokens: Sequence[int],
+    sampling: dict[str, Any],
+    overrides: Sequence[dict[str, Any]] = (),
+    scheduled: Sequence[dict[str, Any]] = (),
+) -> GenerationRequest:
+    """The engine request of one chat turn (a run's, or a batch run's prompt): the recipe compiled
+    against the deployment, the sampling parameters as stored, and the overrides and adjustments."""
+    recipe = compile_recipe(
+        parse_recipe(spec) if spec else None, deployment.shape, resolved, model=deployment.name
+    )
     stop = tuple(t for t in (getattr(tokenizer, "eos_token_id", None),) if isinstance(t, int))
-    s = run.sampling
     return GenerationRequest(
-        request_id=f"run-{run.pk}-{attempt}",
-        prompt_tokens=tuple(run.prompt_tokens),
+        request_id=request_id,
+        prompt_tokens=tuple(prompt_tokens),
         recipe=recipe,
         sampling=SamplingParams(
-            max_new_tokens=int(s["max_new_tokens"]),
-            temperature=float(s["temperature"]),
-            top_p=float(s["top_p"]),
-            seed=int(s["seed"]),
+            max_new_tokens=int(sampling["max_new_tokens"]),
+            temperature=float(sampling["temperature"]),
+            top_p=float(sampling["top_p"]),
+            seed=int(sampling["seed"]),
             stop_token_ids=stop,
         ),
-        overrides=tuple(Adjustment.model_validate(o) for o in run.overrides),
+        overrides=tuple(Adjustment.model_validate(o) for o in overrides),
         scheduled=tuple(
             (
                 int(a["step"]),
                 Adjustment.model_validate({k: a[k] for k in ("index", "scale", "enabled") if k in a}),
             )
-            for a in run.scheduled
+            for a in scheduled
         ),
     )
 

@@ -245,17 +245,35 @@ def check_quota(user: User, new_runs: int, max_new_tokens: int) -> None:
         raise PlaygroundError(
             "quota", f"you have {active} runs in progress; at most {limit} may run at once — stop one first"
         )
-    since = timezone.now() - timedelta(days=1)
-    # Budgeted by what runs may generate (their max_new_tokens), so a quota holds while they run.
-    used = (
+    check_token_budget(user, new_runs * max_new_tokens)
+
+
+def tokens_used_since(user: User, since: Any) -> int:
+    """What ``user``'s runs and batch runs started since ``since`` may generate.
+
+    Budgeted by what they may generate (max_new_tokens; prompts x max_new_tokens for a batch run),
+    so a quota holds while they run. Every batch run counts: a cancelled one can be resumed.
+    """
+    from webapp.jobs.models import Job, JobKind  # batch runs are jobs (which build on the playground)
+
+    runs = (
         Run.objects.filter(user=user, queued_at__gte=since)
         .exclude(status=RunStatus.CANCELLED)
         .aggregate(n=Sum("max_new_tokens"))["n"]
         or 0
     )
+    batches = Job.objects.filter(owner=user, kind=JobKind.BATCH_RUN, created_at__gte=since)
+    return int(runs) + sum(int(p.get("token_budget", 0)) for p in batches.values_list("params", flat=True))
+
+
+def check_token_budget(user: User, tokens: int, *, what: str = "") -> None:
+    """Refuse ``tokens`` more in the last 24 hours over the daily budget (runs and batch runs)."""
+    used = tokens_used_since(user, timezone.now() - timedelta(days=1))
     budget = settings.STEERLAB_DAILY_TOKEN_BUDGET
-    if used + new_runs * max_new_tokens > budget:
-        raise PlaygroundError("quota", f"the daily budget of {budget} tokens would be exceeded ({used} used)")
+    if used + tokens > budget:
+        raise PlaygroundError(
+            "quota", f"{what}the daily budget of {budget} tokens would be exceeded ({used} used)"
+        )
 
 
 def new_run(

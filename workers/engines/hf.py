@@ -370,7 +370,10 @@ class HFEngineCore(SteppedCore[_Live]):
         """Replaces the continuous-batching sampler: per-request seeds, temperatures and forcing."""
         assert self._step_sampling is not None
         temp, top_p, seed, position, forced = self._step_sampling
-        logits = scores[0].float()
+        # transformers keeps a logits row per request in the batch; the rows of the requests with a
+        # new token come first, in batch order. A request whose prefill is split across steps (the
+        # step's token budget ran out) has no new token: its row is a stale index, and is dropped.
+        logits = scores[0, : temp.shape[0]].float()
         tokens, logprobs = sampling.sample(
             logits, temp, top_p, seed, position, forced, self._num_sampling > 0
         )

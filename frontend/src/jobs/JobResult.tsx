@@ -1,12 +1,12 @@
 // What a finished job made, by kind: a probe's held-out metrics, a vector's norms, a board's
-// evaluation (a link), a sweep's grid.
+// evaluation (a link), a sweep's grid, a batch run's counts and downloads.
 import { Link } from "react-router";
 import { NormsChart } from "../library/NormsChart";
 import { SweepView } from "../sweeps/SweepView";
 import { sweepResult } from "../sweeps/sweep";
 import { Empty } from "../ui/components";
 import type { Job } from "./model";
-import { formatInterval, formatMetric, madeLink, probeResult, vectorResult } from "./model";
+import { batchDownloads, batchResult, formatInterval, formatMetric, madeLink, probeResult, vectorResult } from "./model";
 import { ProbeMetricsTable } from "./ProbeMetricsTable";
 
 /** A one-line summary of a finished job's headline number (for lists and the latest-job panel). */
@@ -21,6 +21,8 @@ export function headline(job: Job): string {
   if (vector) return `${vector.pairs} pairs, ${Object.keys(vector.norms).length} layers`;
   const sweep = sweepResult(job);
   if (sweep) return `${sweep.cells.length} cells on ${sweep.prompts} prompts`;
+  const batch = batchResult(job);
+  if (batch) return `${batch.prompts} prompts, ${batch.tokens} tokens generated`;
   return "";
 }
 
@@ -31,6 +33,8 @@ export function JobResult({ job, compact = false }: { job: Job; compact?: boolea
   const probe = probeResult(job);
   const vector = vectorResult(job);
   const sweep = sweepResult(job);
+  const batch = batchResult(job);
+  const downloads = batchDownloads(job);
   return (
     <div data-testid="job-result">
       {probe ? (
@@ -52,7 +56,24 @@ export function JobResult({ job, compact = false }: { job: Job; compact?: boolea
       {sweep && !compact ? <SweepView jobId={job.id} result={sweep} /> : null}
       {sweep && compact ? <p>{headline(job)}.</p> : null}
       {job.kind === "evaluate" ? <p>The evaluation's results are on its board.</p> : null}
-      {!probe && !vector && !sweep && job.kind !== "evaluate" ? <Empty>This job recorded no result.</Empty> : null}
+      {batch ? (
+        <>
+          <p>
+            {headline(job)} (mean {formatMetric(batch.mean_tokens, 1)} per prompt); finish reasons:{" "}
+            {Object.entries(batch.finish_reasons).map(([reason, n]) => `${reason} ${n}`).join(", ")}.
+          </p>
+          <p>
+            Download:{" "}
+            {downloads.map((d, i) => (
+              <span key={d.href}>
+                {i > 0 ? " · " : null}
+                <a href={d.href} download>{d.label}</a>
+              </span>
+            ))}
+          </p>
+        </>
+      ) : null}
+      {!probe && !vector && !sweep && !batch && job.kind !== "evaluate" ? <Empty>This job recorded no result.</Empty> : null}
       {link && !(sweep && !compact) ? (
         <p>
           Open: <Link to={link.to}>{link.label}</Link>

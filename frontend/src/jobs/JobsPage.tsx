@@ -1,4 +1,4 @@
-// Jobs: start one (train a probe, build a vector, sweep a vector), follow the one just started
+// Jobs: start one (train a probe, build a vector, sweep a vector, a batch run), follow the one just started
 // live until its result shows, and the list of every job you can see with live progress.
 import { useState } from "react";
 import { Link, useSearchParams } from "react-router";
@@ -7,6 +7,7 @@ import { useResource } from "../api/useResource";
 import { useDebounced } from "../library/shared";
 import { SweepForm } from "../sweeps/SweepForm";
 import { Badge, Button, Empty, Field, Loading, Notice, PageHeader, Panel } from "../ui/components";
+import { BatchRunForm } from "./BatchRunForm";
 import { BuildVectorForm } from "./BuildVectorForm";
 import { JobActions } from "./JobActions";
 import { JobProgressBar } from "./JobProgressBar";
@@ -23,6 +24,7 @@ const FORMS = [
   ["probe", "Train probe"],
   ["vector", "Build vector"],
   ["sweep", "New sweep"],
+  ["batch", "Batch run"],
 ] as const;
 type FormKey = (typeof FORMS)[number][0];
 const isForm = (value: string | null): value is FormKey => FORMS.some(([key]) => key === value);
@@ -99,6 +101,7 @@ export function JobsPage() {
           {setup.data && form === "probe" ? <TrainProbeForm deployments={deployments} teams={teams} onStarted={started} /> : null}
           {setup.data && form === "vector" ? <BuildVectorForm deployments={deployments} teams={teams} onStarted={started} /> : null}
           {setup.data && form === "sweep" ? <SweepForm deployments={deployments} teams={teams} onStarted={started} /> : null}
+          {setup.data && form === "batch" ? <BatchRunForm deployments={deployments} teams={teams} onStarted={started} /> : null}
         </div>
         <div>
           {latest.data ? <LatestJob job={latest.data} progress={live.progress} onChanged={changed} /> : null}

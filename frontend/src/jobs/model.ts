@@ -11,6 +11,7 @@ export const KIND_LABELS: Record<JobKind, string> = {
   train_probe: "Train probe",
   evaluate: "Evaluate board",
   sweep: "Sweep",
+  batch_run: "Batch run",
 };
 
 export const JOB_KINDS = Object.keys(KIND_LABELS) as JobKind[];
@@ -107,6 +108,15 @@ export interface VectorResult {
   norms: Record<string, number>;
 }
 
+/** A finished batch run's summary (its results are downloaded: `batchDownloads`). */
+export interface BatchResult {
+  prompts: number;
+  finish_reasons: Record<string, number>;
+  tokens: number;
+  mean_tokens: number;
+  engines: { engine: string; version: string }[];
+}
+
 const isObject = (value: unknown): value is Record<string, unknown> =>
   typeof value === "object" && value !== null && !Array.isArray(value);
 
@@ -126,6 +136,21 @@ export function vectorResult(job: Job): VectorResult | null {
   const r = job.result;
   if (job.kind !== "build_vector" || typeof r.vector_id !== "number" || !isObject(r.norms)) return null;
   return r as unknown as VectorResult;
+}
+
+export function batchResult(job: Job): BatchResult | null {
+  const r = job.result;
+  if (job.kind !== "batch_run" || typeof r.prompts !== "number" || !isObject(r.finish_reasons)) return null;
+  return r as unknown as BatchResult;
+}
+
+/** A finished batch run's downloads: JSON Lines and Parquet, one result per prompt. */
+export function batchDownloads(job: Job): { href: string; label: string }[] {
+  if (job.kind !== "batch_run" || job.status !== "done") return [];
+  return [
+    { href: `/api/jobs/${job.id}/results.jsonl`, label: "results.jsonl" },
+    { href: `/api/jobs/${job.id}/results.parquet`, label: "results.parquet" },
+  ];
 }
 
 /** Where to see what a job made (the library item, the board, the sweep's results). */

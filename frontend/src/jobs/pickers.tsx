@@ -34,6 +34,7 @@ export function DatasetField({
   onChange,
   error,
   label = "Dataset",
+  hint: about,
 }: {
   datasets: Resource<Dataset[]>;
   kind: DatasetKind;
@@ -41,15 +42,16 @@ export function DatasetField({
   onChange: (id: number | null) => void;
   error?: string | undefined;
   label?: string;
+  /** What the rows are for (default: the kind's description). */
+  hint?: ReactNode;
 }) {
   const items = datasets.data ?? [];
   const hint: ReactNode =
     datasets.error ||
     (datasets.data && items.length === 0
       ? `No ${kind} datasets yet: write or upload one in the library.`
-      : kind === "labelled"
-        ? "Labelled prompts (text, label) with two labels."
-        : "Contrastive pairs (positive, negative).");
+      : about ??
+        (kind === "labelled" ? "Labelled prompts (text, label) with two labels." : "Contrastive pairs (positive, negative)."));
   return (
     <Field label={label} hint={hint} error={error}>
       {(id, describedBy) => (
