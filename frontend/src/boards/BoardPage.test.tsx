@@ -160,7 +160,10 @@ describe("BoardPage", () => {
     });
     const socket = FakeSocket.latest();
     socket.open();
-    expect(socket.sent).toContainEqual({ type: "watch", job: 21 });
+    // Watched once the board's reload names job 21 as its latest (maybe after the socket opened).
+    await waitFor(() => {
+      expect(socket.sent).toContainEqual({ type: "watch", job: 21 });
+    });
     socket.frame({ type: "job", job: 21, status: "running", attempt: 1, done: 3, total: 4, error: "" });
     await waitFor(() => {
       expect(within(progress).getByRole("progressbar").getAttribute("aria-valuenow")).toBe("75");
