@@ -1,4 +1,4 @@
-"""Heartbeat leases on work rows (runs and jobs): claim, renew, reap.
+"""Heartbeat leases on work rows (runs and jobs): claim, renew, release, reap.
 
 A row that a worker executes has ``status`` (queued / running / ...), ``attempt``, ``lease_owner``,
 ``lease_expires_at`` and ``started_at``. A worker claims a queued row (or a running row whose lease
@@ -92,6 +92,19 @@ def renew(model: type[Model], pk: int, worker: str, attempt: int, lease_seconds:
     ).update(lease_expires_at=lease_until(lease_seconds))
     if not renewed:
         raise LeaseLost(f"{model.__name__.lower()} {pk} attempt {attempt} is no longer held by {worker}")
+
+
+def release(model: type[Model], pk: int, worker: str, attempt: int) -> bool:
+    """Hand a held row back to the queue (its worker is draining); False if it was no longer held.
+
+    The row is queued again with its lease dropped, and the attempt it used is given back: a
+    drain is not a failure, and must not use up the attempts that catch workers that die.
+    """
+    return bool(
+        model._default_manager.filter(pk=pk, status=RUNNING, lease_owner=worker, attempt=attempt).update(
+            status=QUEUED, attempt=F("attempt") - 1, lease_owner="", lease_expires_at=None
+        )
+    )
 
 
 def reap(model: type[Model], *, max_attempts: int, failed: dict[str, Any]) -> list[int]:

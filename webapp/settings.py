@@ -42,9 +42,15 @@ INSTALLED_APPS = [
     "webapp.jobs",
     "webapp.compare",
     "webapp.sharing",
+    "webapp.operations",
 ]
 
 MIDDLEWARE = [
+    # First: a request id on every log line of a request (and in its X-Request-ID response header);
+    # then /healthz, /readyz and /metrics, answered before host validation and the HTTPS redirect
+    # (orchestrators and Prometheus call a pod by its address over plain HTTP).
+    "webapp.operations.middleware.request_id_middleware",
+    "webapp.operations.middleware.probe_middleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files (the browser app's build included) straight from the app server: no separate web
     # server needed; hashed asset names are cached for a year.
@@ -266,10 +272,50 @@ if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {LOG_LEVEL!r}"
     )
 
+# Log lines: plain text (the demo) or one JSON object per line (deployments), each with the
+# request id inside an HTTP request and the ids log calls pass (run, job...); never message contents.
+STEERLAB_LOG_FORMAT = env_str("STEERLAB_LOG_FORMAT", "text").lower()
+if STEERLAB_LOG_FORMAT not in {"text", "json"}:
+    raise ImproperlyConfigured(f"STEERLAB_LOG_FORMAT must be text or json, got {STEERLAB_LOG_FORMAT!r}")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "webapp.operations.logs.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "webapp.operations.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if STEERLAB_LOG_FORMAT == "json" else "plain",
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }
+
+# --------------------------------------------------------------------------------------------
+# Operations: health, readiness, metrics, worker heartbeats and drain (webapp/operations, workers/)
+# --------------------------------------------------------------------------------------------
+# /metrics answers only requests with "Authorization: Bearer <token>" when set (empty: open; keep
+# it on the internal network then).
+STEERLAB_METRICS_TOKEN = env_str("STEERLAB_METRICS_TOKEN", "")
+# Each /readyz check (database, broker, channel layer, workers) fails past this many milliseconds.
+STEERLAB_READYZ_TIMEOUT_MS = env_int("STEERLAB_READYZ_TIMEOUT_MS", 2000, minimum=100)
+# Seconds between a worker's heartbeats in the shared cache; a worker silent for three of them
+# is no longer live (/readyz needs one live worker when a broker is configured).
+STEERLAB_WORKER_HEARTBEAT_SECONDS = env_int("STEERLAB_WORKER_HEARTBEAT_SECONDS", 5, minimum=1)
+# Port on which each Celery worker process serves its Prometheus metrics (0: none).
+STEERLAB_WORKER_METRICS_PORT = env_int("STEERLAB_WORKER_METRICS_PORT", 0, minimum=0)
+# SIGTERM is Celery's warm shutdown, the worker's drain: it stops taking tasks at once and waits
+# for the running ones. Runs finish (bounded by their token limit and STEERLAB_RUN_TIME_LIMIT);
+# jobs hand themselves back between batches (workers.drain). Give workers a stop grace period
+# longer than a run takes. The threads pool cannot cancel a running task: on a lost broker
+# connection the tasks go on (their lease keeps another worker from running them twice; acks_late
+# returns the message), rather than Celery trying to cancel them.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+# No soft-shutdown wait: a cold shutdown (SIGQUIT, a second Ctrl+C) stops at once, and the lease
+# reaper re-queues what was running (SIGTERM is the graceful path).
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = 0.0

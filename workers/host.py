@@ -17,6 +17,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
@@ -214,8 +215,10 @@ class EngineHost:
         else:
             self.loop = loop
             self._thread = None
-        self._outboxes: dict[str, list[dict[str, Any]]] = {}
-        self._inbox: list[tuple[str, dict[str, Any]]] = []
+        # Frames waiting to be sent, each with its publish time (wall clock: the web process, maybe
+        # on another machine, measures the stream lag from it).
+        self._outboxes: dict[str, list[tuple[dict[str, Any], float]]] = {}
+        self._inbox: list[tuple[str, dict[str, Any], float]] = []
         self._inbox_lock = threading.Lock()
         self._wake_pending = False
 
@@ -231,9 +234,10 @@ class EngineHost:
         Callable from any thread. Each group has its own queue, drained by one task: a slow send
         to one conversation never holds up another's. Frames that queue up while a send is in
         flight go out together in the next message, so a backlog costs fewer sends, not more.
+        The message's ``published_at`` is the publish time of its oldest frame.
         """
         with self._inbox_lock:
-            self._inbox.append((group, frame))
+            self._inbox.append((group, frame, time.time()))
             if self._wake_pending:
                 return
             self._wake_pending = True
@@ -246,20 +250,21 @@ class EngineHost:
         with self._inbox_lock:
             items, self._inbox = self._inbox, []
             self._wake_pending = False
-        for group, frame in items:
+        for group, frame, published_at in items:
             queue_ = self._outboxes.get(group)
             if queue_ is None:
                 queue_ = self._outboxes[group] = []
                 self.loop.create_task(self._drain(group, queue_))
-            queue_.append(frame)
+            queue_.append((frame, published_at))
 
-    async def _drain(self, group: str, queue_: list[dict[str, Any]]) -> None:
+    async def _drain(self, group: str, queue_: list[tuple[dict[str, Any], float]]) -> None:
         try:
             while queue_:
-                frames = queue_[: self.MAX_FRAMES_PER_MESSAGE]
-                del queue_[: len(frames)]
+                batch = queue_[: self.MAX_FRAMES_PER_MESSAGE]
+                del queue_[: len(batch)]
+                message = {"type": "run.events", "frames": [f for f, _ in batch], "published_at": batch[0][1]}
                 try:
-                    await self.channel_layer.group_send(group, {"type": "run.events", "frames": frames})
+                    await self.channel_layer.group_send(group, message)
                 except Exception:  # a lost publish is recovered from the database by the client
                     log.exception("host.publish_failed")
         finally:

@@ -9,7 +9,6 @@ import asyncio
 import io
 import json
 import signal
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 from channels.layers import InMemoryChannelLayer
 from django.core.exceptions import ValidationError
 from django.test import AsyncClient, Client
-from support.live import start_worker, stop_worker, wait_ready
+from support.handover import assert_resumed, hand_over
 
 from webapp.jobs import services as jobs
 from webapp.jobs.batch import BatchRun, prompt_seed
@@ -471,11 +470,11 @@ def test_a_batch_run_over_100_prompts_resumes_after_its_worker_is_killed(
         # in the middle.
         "STEERLAB_ENGINE_MIN_STEP_MS": "150",
     }
-    first = start_worker(env, stack.queue, "first-" + stack.queue, tmp_path / "first.log")
-    second = None
-    try:
-        wait_ready(first, tmp_path / "first.log")
-        job = jobs.batch_run(
+    handover = hand_over(
+        stack,
+        env,
+        tmp_path,
+        lambda: jobs.batch_run(
             alice,
             deployment,
             dataset_id=data.pk,
@@ -484,29 +483,16 @@ def test_a_batch_run_over_100_prompts_resumes_after_its_worker_is_killed(
             max_new_tokens=4,
             temperature=0.8,
             seed=5,
-        )
-        _wait(lambda: Job.objects.get(pk=job.pk).done_batches >= 2, 120, "two batches")
-        stop_worker(first, signal.SIGKILL)
-        kept = list(JobBatch.objects.filter(job=job).values_list("index", "attempt", "created_at"))
-        assert 2 <= len(kept) < 7 and all(attempt == 1 for _, attempt, _ in kept)
-        second = start_worker(env, stack.queue, "second-" + stack.queue, tmp_path / "second.log")
-        wait_ready(second, tmp_path / "second.log")
-        # The second worker's reaper finds the expired lease, re-queues the job and runs it.
-        _wait(lambda: not Job.objects.get(pk=job.pk).active, 180, "the job to end")
-    finally:
-        stop_worker(first, signal.SIGKILL)
-        if second is not None:
-            stop_worker(second)
-
-    job.refresh_from_db()
+        ),
+        after_batches=2,
+        sig=signal.SIGKILL,
+    )
+    # The second worker's reaper finds the expired lease, re-queues the job and runs it.
+    kept, job = handover.kept, handover.job
+    assert 2 <= len(kept) < 7 and all(attempt == 1 for _, attempt, _ in kept)
     assert job.status == JobStatus.DONE, job.error
     assert job.attempt == 2 and (job.done_batches, job.total_batches) == (7, 7)
-    rows = list(
-        JobBatch.objects.filter(job=job).order_by("index").values_list("index", "attempt", "created_at")
-    )
-    assert [i for i, _, _ in rows] == list(range(7))  # every batch once
-    assert rows[: len(kept)] == sorted(kept)  # attempt 1's batches kept as they were
-    assert all(attempt == 2 for _, attempt, _ in rows[len(kept) :])  # only the rest recomputed
+    assert_resumed(handover, total=7, attempt=2)
     assert job.result["prompts"] == 100
 
     client = _client(alice)
@@ -528,15 +514,6 @@ async def _asgi_jsonl(user: Any, job: Job) -> bytes:
     response = await client.get(f"/api/jobs/{job.pk}/results.jsonl")
     assert response.status_code == 200 and response.is_async
     return b"".join([chunk async for chunk in response.streaming_content])
-
-
-def _wait(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_chat_turns_count_batch_runs_against_the_daily_budget(

@@ -5,17 +5,17 @@ completed batch, and no batch is computed twice."""
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
-from support.live import Socket, run_async, start_worker, stop_worker, wait_ready
+from support.handover import assert_resumed, hand_over
+from support.live import Socket, run_async
 
 from webapp.asgi import application
 from webapp.jobs import services as jobs
-from webapp.jobs.models import Job, JobBatch, JobStatus
+from webapp.jobs.models import Job, JobStatus
 from webapp.library import services as library
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
@@ -81,40 +81,18 @@ def test_a_killed_worker_s_job_resumes_from_its_last_completed_batch(
         # in the middle.
         "STEERLAB_ENGINE_MIN_STEP_MS": "150",
     }
-    first = start_worker(env, stack.queue, "first-" + stack.queue, tmp_path / "first.log")
-    second = None
-    try:
-        wait_ready(first, tmp_path / "first.log")
-        job = jobs.train_probe(alice, deployment, dataset_id=data.pk, name="p", layer=1)
-        _wait(lambda: Job.objects.get(pk=job.pk).done_batches >= 3, 120, "three batches")
-        stop_worker(first, signal.SIGKILL)
-        kept = list(JobBatch.objects.filter(job=job).values_list("index", "attempt", "created_at"))
-        assert 3 <= len(kept) < 25 and all(attempt == 1 for _, attempt, _ in kept)
-        second = start_worker(env, stack.queue, "second-" + stack.queue, tmp_path / "second.log")
-        wait_ready(second, tmp_path / "second.log")
-        # The second worker's reaper finds the expired lease, re-queues the job and runs it.
-        _wait(lambda: not Job.objects.get(pk=job.pk).active, 180, "the job to end")
-    finally:
-        stop_worker(first, signal.SIGKILL)
-        if second is not None:
-            stop_worker(second)
-
-    job.refresh_from_db()
+    handover = hand_over(
+        stack,
+        env,
+        tmp_path,
+        lambda: jobs.train_probe(alice, deployment, dataset_id=data.pk, name="p", layer=1),
+        after_batches=3,
+        sig=signal.SIGKILL,
+    )
+    # The second worker's reaper finds the expired lease, re-queues the job and runs it.
+    kept, job = handover.kept, handover.job
+    assert 3 <= len(kept) < 25 and all(attempt == 1 for _, attempt, _ in kept)
     assert job.status == JobStatus.DONE, job.error
     assert job.attempt == 2 and (job.done_batches, job.total_batches) == (25, 25)
-    rows = list(
-        JobBatch.objects.filter(job=job).order_by("index").values_list("index", "attempt", "created_at")
-    )
-    assert [i for i, _, _ in rows] == list(range(25))  # every batch once
-    assert rows[: len(kept)] == sorted(kept)  # attempt 1's batches kept as they were
-    assert all(attempt == 2 for _, attempt, _ in rows[len(kept) :])  # only the rest recomputed
+    assert_resumed(handover, total=25, attempt=2)
     assert job.probe is not None
-
-
-def _wait(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")

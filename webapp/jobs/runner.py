@@ -31,6 +31,7 @@ from webapp import leases
 from webapp.jobs.models import Job, JobBatch, JobStatus
 from webapp.leases import LeaseLost
 from webapp.playground.execution import Outcome, load_deployment, worker_id
+from workers.drain import draining
 from workers.engines.base import Collect, CollectedEvent, Event, FinishedEvent, GenerationRequest, Reduce
 from workers.engines.loading import HostedModel
 from workers.host import EngineHost
@@ -159,6 +160,8 @@ def execute_job(job_id: int, host: EngineHost, *, worker: str | None = None) -> 
             for index, batch in enumerate(batches):
                 if index in stored:
                     continue  # computed by an earlier attempt: resume after it
+                if draining():  # SIGTERM: another worker resumes from the stored batches
+                    return _hand_back(host, job_id, worker, attempt)
                 renew()  # also notices a cancel (the status is no longer running)
                 data = kind.run_batch(ctx, batch)
                 try:
@@ -200,6 +203,16 @@ def execute_job(job_id: int, host: EngineHost, *, worker: str | None = None) -> 
         held.update(status=JobStatus.FAILED, error=message, finished_at=timezone.now(), lease_expires_at=None)
         publish_state(host, job_id)
         return Outcome("failed", message)
+
+
+def _hand_back(host: EngineHost, job_id: int, worker: str, attempt: int) -> Outcome:
+    """Queue the job again for another worker (this one is draining); the task re-queues its message."""
+    if not leases.release(Job, job_id, worker, attempt):
+        current = leases.state(Job, job_id)
+        return Outcome(current[0] if current else "skipped", "taken over or cancelled while draining")
+    log.info("jobs.handed_back", extra={"job": job_id, "attempt": attempt})
+    publish_state(host, job_id)
+    return Outcome("handed_back")
 
 
 @contextlib.contextmanager

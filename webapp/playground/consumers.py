@@ -27,6 +27,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 
+from webapp.operations.metrics import observe_stream_lag
 from webapp.playground import hosting, services
 from webapp.playground.follow import RECHECK_SECONDS, FrameOrder
 from webapp.playground.models import Run, RunStatus
@@ -230,6 +231,7 @@ class ConversationConsumer(JsonFrameConsumer):
         """Frames the worker published (several when they queued up behind a send)."""
         for frame in message["frames"]:
             await self.run_event(frame)
+        observe_stream_lag(message.get("published_at"))
 
     async def run_event(self, frame: dict[str, Any]) -> None:
         run_id = frame["run"]

@@ -44,6 +44,7 @@ from workers.engines.base import (
 )
 from workers.engines.loading import HostedModel, load_model
 from workers.host import EngineHost
+from workers.metrics import count_finished_run
 
 log = logging.getLogger(__name__)
 
@@ -354,7 +355,7 @@ def _on_event(event: Any, sink: EventSink, t: _Transcript, tokenizer: Any) -> Fi
 class Outcome:
     """How executing a run or a job ended (the Celery task retries ``busy`` after ``retry_in``)."""
 
-    status: str  # done / stopped / failed / cancelled / skipped / busy
+    status: str  # done / stopped / failed / cancelled / skipped / busy / handed_back (jobs)
     detail: str = ""
     retry_in: float = 0.0
 
@@ -485,4 +486,5 @@ def _finish(
             Message.objects.filter(pk=run.answer_id).update(content=t.text)
     sink.publish(final)
     log.info("playground.run_finished", extra={"run": run.pk, "status": status, "attempt": attempt})
+    count_finished_run(status)
     return Outcome(status, error)

@@ -17,6 +17,7 @@ from webapp.playground.dispatch import requeue_expired_runs
 from webapp.playground.execution import execute_run
 from webapp.playground.hosting import get_host
 from workers.celery_app import app  # noqa: F401  (the tasks bind to Steerlab's Celery app)
+from workers.drain import refuse_if_draining
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 )
 def execute_run_task(self: Any, run_id: int) -> str:
     """Execute ``run_id`` (ids only; a finished run is never re-run)."""
+    refuse_if_draining()  # SIGTERM: this worker takes no new work
     outcome = execute_run(int(run_id), get_host())
     if outcome.status == "busy":
         # Redelivered while the previous worker's lease still runs: look again once it expires.

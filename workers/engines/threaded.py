@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from interventions.spec import Adjustment
 from workers.engines.base import EngineInfo, Event, FinishedEvent, GenerationRequest, RequestError
+from workers.metrics import StepMetrics
 
 log = logging.getLogger(__name__)
 
@@ -101,16 +102,23 @@ class ThreadedEngine:
             self.core.close()
 
     def _run(self) -> None:
+        metrics = StepMetrics(self.core.info().model)
+        busy = False
         while not self._stop.is_set():
             if not self.core.has_work():
+                if busy:
+                    metrics.idle()
+                    busy = False
                 self._wake.wait(self._idle_wait)
                 self._wake.clear()
                 continue
+            busy = True
             try:
                 events = self.core.step()
             except Exception:  # an engine bug must not leave clients waiting forever
                 log.exception("engine.step_failed")
                 events = self._fail_all()
+            metrics.step(events)
             self._dispatch(events)
 
     def _fail_all(self) -> list[Event]:
