@@ -46,4 +46,6 @@ EXPOSE 8000
 # and consults no dependency: a dead database is /readyz's business, not a reason to restart.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
-CMD ["uvicorn", "webapp.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers", "--forwarded-allow-ips", "*"]
+# uvicorn's own lines go through Django's logging (STEERLAB_LOG_FORMAT); the access log is the
+# web app's (with request ids, without share tokens), so uvicorn's is off.
+CMD ["uvicorn", "webapp.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers", "--forwarded-allow-ips", "*", "--no-access-log", "--log-config", "webapp/operations/uvicorn-logging.json"]

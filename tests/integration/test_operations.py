@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import signal
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,9 +25,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support.asgi import live_asgi_server
 from support.handover import wait_until
-from support.live import RABBITMQ_URL, start_worker, stop_worker, wait_ready
+from support.live import RABBITMQ_URL, ROOT, start_worker, stop_worker, wait_ready
 from support.proxy import TcpProxy
-from support.server import free_port
+from support.server import free_port, launch
 
 from webapp.library.services import register_deployment
 from webapp.operations.logs import JsonFormatter, RequestIdFilter
@@ -45,6 +48,12 @@ def live_url() -> Iterator[str]:
 
 def _get(url: str, **kw: Any) -> httpx.Response:
     return httpx.get(url, timeout=30, **kw)
+
+
+def _dockerfile_cmd(dockerfile: Path) -> list[str]:
+    """The exec-form CMD of a Dockerfile (the last one)."""
+    cmds = [line for line in dockerfile.read_text().splitlines() if line.startswith("CMD [")]
+    return list(json.loads(cmds[-1][len("CMD ") :]))
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -335,9 +344,15 @@ def test_web_json_logs_carry_the_request_id(live_url: str) -> None:
     finally:
         root.removeHandler(handler)
     assert reply.status_code == 404 and reply.headers["X-Request-ID"] == "trace-42"
-    mine = [r for r in records if r.get("request_id") == "trace-42"]
-    assert mine and mine[0]["logger"] == "django.request" and mine[0]["level"] == "WARNING"
-    ids = [r.get("request_id") for r in records if r["logger"] == "django.request"]
+    mine = {r["logger"]: r for r in records if r.get("request_id") == "trace-42"}
+    assert mine["django.request"]["level"] == "WARNING"  # logged after the middleware returned
+    access = mine["webapp.access"]
+    assert (access["message"], access["path"], access["status"]) == (
+        "http.request",
+        "/api/no-such-endpoint",
+        404,
+    )
+    ids = [r.get("request_id") for r in records if r["logger"] == "webapp.access"]
     assert len(ids) == 2 and ids[0] == "trace-42" and ids[1] not in (None, "trace-42")
 
 
@@ -349,3 +364,39 @@ def test_the_probes_also_answer_under_wsgi(client: Any, settings: Any) -> None:
     assert reply.status_code == 200 and reply.json()["checks"]["database"]["ok"] is True
     assert reply["X-Request-ID"] == "wsgi-1"
     assert b"steerlab_runs" in client.get("/metrics").content
+
+
+def test_the_web_image_s_command_logs_json_with_request_ids_and_no_secrets(own_worker_stack: Any) -> None:
+    """The web image's CMD, run here: every line JSON (uvicorn's own included), one access line
+    per request with its id, status and user, and never a share token or a query string."""
+    command = _dockerfile_cmd(ROOT / "docker" / "web.Dockerfile")
+    port = free_port()
+    command[command.index("--host") + 1] = "127.0.0.1"
+    command[command.index("--port") + 1] = str(port)
+    env = {**os.environ, **own_worker_stack.worker_env, "STEERLAB_LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
+    process, output = launch(
+        [str(Path(sys.executable).parent / command[0]), *command[1:]],
+        ROOT,
+        env,
+        re.compile(r".*Uvicorn running on"),
+        timeout=60,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert _get(f"{url}/healthz").status_code == 200
+        assert (
+            _get(f"{url}/api/shared/s3cr3t-share-token", headers={"X-Request-ID": "img-1"}).status_code == 404
+        )
+        assert _get(f"{url}/api/me?api_key=s3cr3t-query").status_code == 401
+        wait_until(lambda: sum("http.request" in line for line in output.lines) >= 2, 10, "the access lines")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    output.thread.join(timeout=10)
+    lines = [line for line in output.lines if line.strip()]
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert any(r["logger"].startswith("uvicorn") for r in records)
+    access = [r for r in records if r["message"] == "http.request"]
+    assert [(r["path"], r["status"]) for r in access] == [("/api/shared/[token]", 404), ("/api/me", 401)]
+    assert access[0]["request_id"] == "img-1" and access[0]["method"] == "GET" and access[0]["ms"] >= 0
+    assert "s3cr3t" not in "\n".join(lines)

@@ -30,18 +30,31 @@ def request_id_from(header: str | None) -> str:
     return uuid.uuid4().hex
 
 
+_SECRET_SEGMENT = re.compile(r"(/shared/)[^/]+")
+
+
+def loggable_path(path: str) -> str:
+    """A URL path without its secrets (share tokens; query strings are never logged)."""
+    return _SECRET_SEGMENT.sub(r"\1[token]", path)
+
+
 class RequestIdFilter(logging.Filter):
     """Adds the current request's id (if any) to every record a handler emits.
 
     Django logs a request's 4xx/5xx (``django.request``) after the middleware has returned, with
-    the request in ``extra``: the id is read off the request then.
+    the request in ``extra``: the id is read off the request then, and the path in its message
+    loses its secrets (``loggable_path``).
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        request = getattr(record, "request", None)
         if not hasattr(record, "request_id"):
-            current = request_id.get() or getattr(getattr(record, "request", None), "request_id", None)
+            current = request_id.get() or getattr(request, "request_id", None)
             if current is not None:
                 record.request_id = current
+        path = getattr(request, "path", None)
+        if path and isinstance(record.args, tuple):
+            record.args = tuple(loggable_path(a) if a == path else a for a in record.args)
         return True
 
 
@@ -54,5 +67,6 @@ class JsonFormatter(_JsonFormatter):
             rename_fields={"levelname": "level", "name": "logger"},
             timestamp=True,
             # Django passes the request object itself with its request logs: its id is enough.
-            reserved_attrs=[*RESERVED_ATTRS, "request"],
+            # (and uvicorn, its message with terminal colours).
+            reserved_attrs=[*RESERVED_ATTRS, "request", "color_message"],
         )
