@@ -92,6 +92,10 @@ class RunStream:
             raise item
         return item
 
+    def stop(self) -> None:
+        """End the generation early (the engine's ``FinishedEvent`` follows, reason ``aborted``)."""
+        self.host.loop.call_soon_threadsafe(self._stop)
+
     def close(self) -> None:
         if self.host.loop.is_closed():  # embedded: the server (or a test's loop) has gone
             return

@@ -127,9 +127,10 @@ def _start_conversation(page: Any) -> None:
     expect(page.get_by_test_id("connection")).to_have_text("connected")
 
 
-def _send(page: Any, text: str, *, compare: bool = False) -> None:
+def _send(page: Any, text: str, *, compare: bool = False, stop: str = "") -> None:
     page.get_by_label("Max new tokens").fill(str(MAX_TOKENS))
     page.get_by_label("Temperature").fill("0")
+    page.get_by_label("Stop at").fill(stop)
     compare_box = page.get_by_label("Compare with the unsteered model")
     if compare_box.is_checked() != compare:
         compare_box.click()
@@ -168,6 +169,21 @@ def test_a_new_user_builds_a_recipe_steers_live_compares_and_resumes(
     _send(page, "Tell me about the sea.")
     control = _finished(page, _last_turn_runs(page).first)
     assert len(control["tokens"]) == MAX_TOKENS
+
+    # A stop sequence: the same turn ends before two characters the control wrote in its first half.
+    text = control["text"]
+    stop = next(
+        s
+        for i in range(len(text) // 4, len(text) // 2)
+        if (s := text[i : i + 2]).isprintable() and not {"\\", "\ufffd"} & set(s) and text.find(s) == i
+    )
+    _start_conversation(page)
+    _send(page, "Tell me about the sea.", stop=stop)
+    stopped = _finished(page, _last_turn_runs(page).first)
+    assert (stopped["finish_reason"], stopped["sampling"]["stop"]) == ("stop", [stop])
+    assert stopped["text"] == text[: text.index(stop)]
+    assert stopped["tokens"] == control["tokens"][: len(stopped["tokens"])]
+    assert len(stopped["tokens"]) < MAX_TOKENS
 
     # Live steering: the slider moves while tokens stream.
     _start_conversation(page)

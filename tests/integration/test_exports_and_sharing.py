@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +14,7 @@ import torch
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from safetensors.torch import load, save
+from support.runs import replayed
 
 from interventions.vectors import SteeringVector as Vec
 from interventions.vectors import to_safetensors_bytes
@@ -93,14 +93,7 @@ def test_an_exported_run_reimported_and_replayed_reproduces_its_tokens(
     assert sorted(imported.content_hashes.values()) == sorted(finished_run.content_hashes.values())
     assert SteeringVector.objects.filter(owner=bob).count() == 1
 
-    replay = _client(bob).post(f"/api/runs/{imported.pk}/replay")
-    assert replay.status_code == 201, replay.content
-    redone = Run.objects.get(pk=replay.json()["id"])
-    for _ in range(600):
-        redone.refresh_from_db()
-        if not redone.active:
-            break
-        time.sleep(0.1)
+    redone = replayed(_client(bob), imported)
     assert redone.status == RunStatus.DONE, redone.error
     assert redone.tokens == finished_run.tokens
     assert redone.text == finished_run.text
@@ -177,6 +170,12 @@ def _swap_vector(values: float) -> Any:
         (_manifest_edit(tokens=[10**9]), "outside the model's vocabulary"),
         (_manifest_edit(adjustments=[{"step": 3, "index": 9, "scale": 1.0}]), "intervention index"),
         (_manifest_edit(sampling={"seed": 1}), "sampling parameters are incomplete"),
+        (
+            _manifest_edit(
+                sampling={"max_new_tokens": 12, "temperature": 0.9, "top_p": 1.0, "seed": 99, "stop": [3]}
+            ),
+            "stop is a string or a list of strings",
+        ),
         (_swap_vector(0.5), "does not match its content hash"),
         (_swap_vector(float("nan")), "is not a readable vector file"),
     ],

@@ -14,6 +14,7 @@ from typing import Any
 import openai
 import pytest
 from support.asgi import live_asgi_server
+from support.stops import pick_stop
 from websockets.sync.client import connect
 
 from webapp.accounts.services import create_api_token, revoke_api_token
@@ -48,12 +49,15 @@ def version(alice: Any, stack_deployment: Any) -> Any:
     return create_example_recipe(alice, stack_deployment)
 
 
-def _websocket_tokens(url: str, headers: list[tuple[bytes, bytes]], conversation: Conversation) -> list[int]:
-    """Generate ``PROMPT`` on the conversation's websocket; the run's token ids, in order."""
+def _websocket_tokens(
+    url: str, headers: list[tuple[bytes, bytes]], conversation: Conversation, **sampling: Any
+) -> list[int]:
+    """Generate ``PROMPT`` on the conversation's websocket (``SAMPLING`` updated with
+    ``sampling``); the run's token ids, in order."""
     ws_url = url.replace("http://", "ws://") + f"/ws/conversations/{conversation.pk}/"
     extra = [(k.decode(), v.decode()) for k, v in headers if k != b"origin"]
     with connect(ws_url, origin=url, additional_headers=extra, open_timeout=30) as ws:  # type: ignore[arg-type]
-        ws.send(json.dumps({"type": "generate", "content": PROMPT, "sampling": SAMPLING}))
+        ws.send(json.dumps({"type": "generate", "content": PROMPT, "sampling": {**SAMPLING, **sampling}}))
         tokens: list[int] = []
         while True:
             frame = json.loads(ws.recv(timeout=120))
@@ -156,6 +160,38 @@ def test_inline_interventions_and_overrides_steer_like_the_recipe(
     off = _create(client, recipe=str(version.recipe_id), overrides=[{"index": 0, "enabled": False}])
     assert off.model_extra["steerlab"]["token_ids"] == plain
     assert plain != by_recipe["token_ids"]  # the override does steer (else this test could not tell)
+
+
+def test_a_stop_sequence_ends_the_completion_before_it_on_both_paths(
+    live_url: str, client_of: Any, alice: Any, ws_headers: Any, stack_deployment: Any
+) -> None:
+    client = client_of(alice)
+    reference = _create(client, {"logprobs": True}).choices[0]
+    stop, kept = pick_stop([t.token for t in reference.logprobs.content])
+    expected = reference.message.content[: reference.message.content.index(stop)]
+    reference_ids = Run.objects.get(user=alice).tokens
+
+    stream = _create(client, {"stream": True, "stop": stop})
+    text, token_ids, finish = [], [], None
+    for chunk in stream:
+        extension = (chunk.model_extra or {}).get("steerlab", {})
+        for choice in chunk.choices:
+            text.append(choice.delta.content or "")
+            assert stop not in "".join(text)  # never shown, not even for a moment
+            finish = choice.finish_reason or finish
+        if "index" in extension:
+            token_ids += extension["token_ids"]
+    assert finish == "stop"
+    assert "".join(text) == expected
+    assert token_ids == reference_ids[:kept]  # the tokens that made the stop string are kept
+
+    answer = _create(client, {"stop": ["never generated", stop]})
+    assert answer.choices[0].finish_reason == "stop"
+    assert answer.choices[0].message.content == expected
+    assert answer.model_extra["steerlab"]["token_ids"] == token_ids
+
+    conversation = services.create_conversation(alice, stack_deployment)
+    assert _websocket_tokens(live_url, ws_headers(alice), conversation, stop=[stop]) == token_ids
 
 
 def test_models_lists_the_deployments(client_of: Any, alice: Any, stack_deployment: Any) -> None:
@@ -271,7 +307,10 @@ def _body(**fields: Any) -> dict[str, Any]:
         ("{not json", 400, "not valid JSON"),
         (_body(frequency_penalty=0.5), 400, "unsupported parameter: frequency_penalty"),
         (_body(n=2), 400, "n must be 1"),
-        (_body(stop=["\n"]), 400, "stop sequences are not supported"),
+        (_body(stop=["a", "b", "c", "d", "e"]), 400, "at most 4"),
+        (_body(stop=""), 400, "1 to 64 characters"),
+        (_body(stop=[7]), 400, "stop"),
+        (_body(top_logprobs=2), 400, "top_logprobs are not supported"),
         (_body(model="gpt-4"), 404, "no model 'gpt-4'"),
         ({"model": "tiny", "messages": []}, 400, "1 to 256 messages"),
         ({"model": "tiny", "messages": [{"role": "tool", "content": "x"}]}, 400, "messages.0.role"),

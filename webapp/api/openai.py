@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from webapp.accounts.models import User
 from webapp.accounts.services import authenticate_api_token
-from webapp.playground import completions, hosting, services
+from webapp.playground import completions, hosting, services, stops
 from webapp.playground.follow import follow_run
 from webapp.playground.models import Run
 from webapp.playground.services import PlaygroundError
@@ -103,8 +103,6 @@ class ChatCompletionIn(BaseModel):
     def completion(self) -> completions.Completion:
         if self.n not in (None, 1):
             raise PlaygroundError("invalid", "n must be 1: one completion per request")
-        if self.stop:
-            raise PlaygroundError("invalid", "stop sequences are not supported")
         if self.top_logprobs:
             raise PlaygroundError(
                 "invalid", "top_logprobs are not supported (logprobs: true gives each token's)"
@@ -119,6 +117,7 @@ class ChatCompletionIn(BaseModel):
                 temperature=1.0 if self.temperature is None else self.temperature,
                 top_p=1.0 if self.top_p is None else self.top_p,
                 seed=self.seed,
+                stop=services.stop_sequences(self.stop),
             ),
             recipe=None if self.recipe is None else str(self.recipe),
             interventions=self.interventions,
@@ -248,6 +247,8 @@ class _Answer:
 
     def __init__(self, run: Run, model: str, want_reads: bool, want_logprobs: bool) -> None:
         self.run = run
+        # Streamed content never shows a stop string, nor the start of one until it is not.
+        self.release = stops.Release(run.sampling.get("stop", ()))
         self.id = f"chatcmpl-{run.pk}"
         self.model = model
         self.created = int(time.time())
@@ -281,6 +282,12 @@ class _Answer:
         if kind in ("finished", "cancelled"):
             self.finish = frame
         return None
+
+    @property
+    def content(self) -> str:
+        """The answer's text: the run's final text (cut before a stop string), else the tokens'."""
+        final = (self.finish or {}).get("text")
+        return final if isinstance(final, str) else "".join(self.text)
 
     @property
     def failed(self) -> str | None:
@@ -344,7 +351,7 @@ class _Answer:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": "".join(self.text)},
+                    "message": {"role": "assistant", "content": self.content},
                     "logprobs": {"content": self.logprobs} if self.want_logprobs else None,
                     "finish_reason": self.finish_reason,
                 }
@@ -387,7 +394,8 @@ async def _stream(answer: _Answer, include_usage: bool) -> AsyncIterator[str]:
                 continue
             if frame["type"] == "token":
                 logprobs = {"content": [answer.logprobs[-1]]} if answer.want_logprobs else None
-                yield answer.chunk({"content": frame["text"]}, logprobs=logprobs, extension=extension)
+                content = answer.release.push(frame["text"])
+                yield answer.chunk({"content": content}, logprobs=logprobs, extension=extension)
             else:
                 yield answer.chunk({}, extension=extension)
         if answer.failed:
@@ -402,6 +410,8 @@ async def _stream(answer: _Answer, include_usage: bool) -> AsyncIterator[str]:
                 }
             )
             return
+        if rest := answer.release.end(answer.content):  # a held-back tail that was no stop string
+            yield answer.chunk({"content": rest})
         yield answer.chunk({}, finish=answer.finish_reason, extension=answer.extension(with_reads=False))
         if include_usage:
             yield _event(

@@ -284,8 +284,8 @@ class ConversationConsumer(JsonFrameConsumer):
 def _sampling(raw: Any) -> services.Sampling:
     if raw is None:
         return services.Sampling()
-    if not isinstance(raw, dict) or set(raw) - {"max_new_tokens", "temperature", "top_p", "seed"}:
-        raise PlaygroundError("invalid", "sampling is {max_new_tokens?, temperature?, top_p?, seed?}")
+    if not isinstance(raw, dict) or set(raw) - {"max_new_tokens", "temperature", "top_p", "seed", "stop"}:
+        raise PlaygroundError("invalid", "sampling is {max_new_tokens?, temperature?, top_p?, seed?, stop?}")
     defaults = services.Sampling()
     values = {
         "max_new_tokens": raw.get("max_new_tokens", defaults.max_new_tokens),
@@ -302,4 +302,4 @@ def _sampling(raw: Any) -> services.Sampling:
     for name in ("temperature", "top_p"):
         if isinstance(values[name], bool) or not isinstance(values[name], int | float):
             raise PlaygroundError("invalid", f"{name} must be a number")
-    return services.Sampling(**values)
+    return services.Sampling(**values, stop=services.stop_sequences(raw.get("stop")))

@@ -31,6 +31,7 @@ from webapp import leases
 from webapp.leases import LeaseLost
 from webapp.library.models import PROBE_PREFIX, VECTOR_PREFIX, ModelDeployment, Probe, SteeringVector
 from webapp.library.services import probe_data, vector_data
+from webapp.playground import stops
 from webapp.playground.models import Message, Run, RunEvent, RunStatus
 from webapp.playground.services import control_group, conversation_group, engine_status_key
 from workers.engines.base import (
@@ -295,6 +296,8 @@ class _Transcript:
     reads: dict[int, dict[int, float]] = field(default_factory=dict)
     adjustments: list[dict[str, Any]] = field(default_factory=list)
     engine: dict[str, str] = field(default_factory=dict)
+    stops: tuple[str, ...] = ()
+    stopped: bool = False  # a stop string was generated: what the engine sends after it is dropped
 
     def reads_blob(self) -> bytes:
         if not self.probe_columns or not self.reads:
@@ -316,13 +319,19 @@ def _decode(tokenizer: Any, ids: list[int]) -> str:
 
 def _on_event(event: Any, sink: EventSink, t: _Transcript, tokenizer: Any) -> FinishedEvent | None:
     if isinstance(event, TokenEvent):
+        if t.stopped:
+            return None
         t.tokens.append(event.token_id)
         text = _decode(tokenizer, t.tokens)
+        if (end := stops.cut(text, t.stops)) is not None:
+            text, t.stopped = text[:end], True
         delta, t.text = text[len(t.text) :], text
         sink.emit(
             "token", index=event.index, token_id=event.token_id, text=delta, logprob=round(event.logprob, 4)
         )
     elif isinstance(event, ReadEvent):
+        if t.stopped and event.position >= t.prompt_len + len(t.tokens):
+            return None  # a read of a token dropped after the stop
         t.reads[event.position] = dict(event.probes)
         lens = {
             str(i): {
@@ -415,7 +424,11 @@ def _generate(run: Run, attempt: int, worker: str, host: EngineHost, stream: Any
         model = host.model(run.deployment.name, lambda: load_deployment(run.deployment))
         _safely(record_engine_status, host, run.deployment.name)
         request = build_request(run, host, model, attempt)
-        transcript = _Transcript(len(run.prompt_tokens), sorted({p.index for p in request.recipe.probes}))
+        transcript = _Transcript(
+            len(run.prompt_tokens),
+            sorted({p.index for p in request.recipe.probes}),
+            stops=tuple(run.sampling.get("stop", ())),
+        )
         info = model.engine.info()
         transcript.engine = {"engine": info.engine, "version": info.version}
         stream.submit(model, request)
@@ -425,11 +438,15 @@ def _generate(run: Run, attempt: int, worker: str, host: EngineHost, stream: Any
     renew_every = settings.STEERLAB_RUN_LEASE_SECONDS / 3
     renewed_at = time.monotonic()
     finished: FinishedEvent | None = None
+    stopping = False
     try:
         while finished is None:
             event = stream.next_event(timeout=FLUSH_SECONDS / 2)
             if event is not None:
                 finished = _on_event(event, sink, transcript, model.tokenizer)
+                if transcript.stopped and not stopping:
+                    stream.stop()  # the engine ends the request at its next step
+                    stopping = True
             if time.monotonic() - renewed_at >= renew_every:
                 _renew(run_id, worker, attempt)
                 renewed_at = time.monotonic()
@@ -441,7 +458,10 @@ def _generate(run: Run, attempt: int, worker: str, host: EngineHost, stream: Any
         log.exception("playground.run_failed", extra={"run": run_id})
         model.engine.abort(request.request_id)
         return _finish(run, attempt, worker, sink, transcript, "error", f"engine failure: {exc}")
-    return _finish(run, attempt, worker, sink, transcript, finished.reason, finished.error or "")
+    reason = finished.reason
+    if transcript.stopped and reason != "error":
+        reason = "stop"  # ended by its stop string (the engine saw an abort, or its last token)
+    return _finish(run, attempt, worker, sink, transcript, reason, finished.error or "")
 
 
 def _finish(

@@ -30,7 +30,7 @@ from webapp.accounts.models import User
 from webapp.library.models import PROBE_PREFIX, VECTOR_PREFIX, ModelDeployment, Probe, SteeringVector
 from webapp.library.services import can_view, upload_probe, upload_vector, validate_recipe_spec, visible_to
 from webapp.playground.models import Conversation, Message, Run, RunStatus, Source
-from webapp.playground.services import PlaygroundError, Sampling, check_overrides, not_found
+from webapp.playground.services import PlaygroundError, Sampling, check_overrides, not_found, stop_sequences
 
 log = logging.getLogger(__name__)
 
@@ -326,6 +326,7 @@ def import_run(user: User, data: bytes) -> Run:
             temperature=float(s["temperature"]),
             top_p=float(s["top_p"]),
             seed=int(s["seed"]),
+            stop=stop_sequences(s.get("stop")),
         ).resolved()
     except (KeyError, TypeError, ValueError):
         raise PlaygroundError("invalid", "the export's sampling parameters are incomplete") from None

@@ -23,6 +23,7 @@ from django.utils import timezone
 from webapp.accounts.models import User
 from webapp.library.models import ModelDeployment, RecipeVersion
 from webapp.library.services import can_view
+from webapp.playground import stops
 from webapp.playground.models import (
     ACTIVE_STATUSES,
     Conversation,
@@ -185,6 +186,7 @@ class Sampling:
     temperature: float = 0.7
     top_p: float = 0.95
     seed: int | None = None
+    stop: tuple[str, ...] = ()  # stop sequences (``webapp.playground.stops``)
 
     def resolved(self) -> dict[str, Any]:
         max_tokens = settings.STEERLAB_MAX_NEW_TOKENS
@@ -197,12 +199,28 @@ class Sampling:
         seed = secrets.randbelow(1 << 31) if self.seed is None else self.seed
         if not 0 <= seed < 1 << 31:
             raise PlaygroundError("invalid", "seed must be in [0, 2**31)")
-        return {
+        if (why := stops.problem(self.stop)) is not None:
+            raise PlaygroundError("invalid", why)
+        out: dict[str, Any] = {
             "max_new_tokens": self.max_new_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
             "seed": seed,
         }
+        if self.stop:  # absent rather than empty: runs stored before stop sequences read the same
+            out["stop"] = list(self.stop)
+        return out
+
+
+def stop_sequences(raw: Any) -> tuple[str, ...]:
+    """OpenAI's ``stop``: none, a string or a list of strings (``Sampling.resolved`` checks them)."""
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        return (raw,)
+    if isinstance(raw, list) and all(isinstance(s, str) for s in raw):
+        return tuple(raw)
+    raise PlaygroundError("invalid", "stop is a string or a list of strings")
 
 
 def _check_adjustment(spec: dict[str, Any] | None, index: Any, scale: Any, enabled: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import { NewConversation } from "./NewConversation";
 import { RunCard } from "./RunCard";
 import { describeIntervention, indicesOf } from "./heat";
 import type { Intervention, RunSummary } from "./protocol";
-import { ACTIVE } from "./protocol";
+import { ACTIVE, typedStop } from "./protocol";
 import { chatReducer, initialChat, isActive } from "./stream";
 import { useConversationSocket } from "./useConversationSocket";
 
@@ -113,6 +113,7 @@ function Conversation({
   const [message, setMessage] = useState("");
   const [maxTokens, setMaxTokens] = useState(48);
   const [temperature, setTemperature] = useState(0.7);
+  const [stopAt, setStopAt] = useState("");
   const [compare, setCompare] = useState(false);
   const refs = useRef(0);
   const navigate = useNavigate();
@@ -142,7 +143,7 @@ function Conversation({
       type: "generate",
       ref,
       content: message,
-      sampling: { max_new_tokens: maxTokens, temperature },
+      sampling: { max_new_tokens: maxTokens, temperature, ...(stopAt ? { stop: [typedStop(stopAt)] } : {}) },
       compare,
       ...(overrides.length ? { overrides } : {}),
     });
@@ -235,6 +236,12 @@ function Conversation({
               {(fieldId) => (
                 <input id={fieldId} type="number" min={0} max={5} step={0.1} value={temperature} style={{ width: "5em" }}
                   onChange={(event) => { setTemperature(Number(event.target.value)); }} />
+              )}
+            </Field>
+            <Field label="Stop at" hint={<>\n is a newline</>} inline>
+              {(fieldId, describedBy) => (
+                <input id={fieldId} type="text" maxLength={64} value={stopAt} style={{ width: "6em" }} aria-describedby={describedBy}
+                  onChange={(event) => { setStopAt(event.target.value); }} />
               )}
             </Field>
             <Field label="Compare with the unsteered model" inline>

@@ -72,7 +72,7 @@ export type ClientMessage =
       type: "generate";
       ref: string;
       content: string;
-      sampling: { max_new_tokens: number; temperature: number; seed?: number };
+      sampling: { max_new_tokens: number; temperature: number; seed?: number; stop?: string[] };
       compare: boolean;
       overrides?: Adjustment[];
     }
@@ -84,3 +84,8 @@ export type ClientMessage =
 
 export const WRITE_OPS = new Set(["steer", "ablate", "project_out", "clamp", "patch"]);
 export const ACTIVE = new Set(["queued", "running"]);
+
+/** A stop sequence as typed in one line: `\n` is a newline, `\t` a tab and `\\` a backslash. */
+export function typedStop(typed: string): string {
+  return typed.replace(/\\([nt\\])/g, (_, c: string) => (c === "n" ? "\n" : c === "t" ? "\t" : "\\"));
+}
