@@ -27,6 +27,10 @@ ENV HF_HOME=/cache/huggingface
 USER 10001
 # The vLLM image's entrypoint serves vLLM's own API; this image runs the Celery worker instead.
 ENTRYPOINT []
+# Healthy while this container's worker beats in the shared cache (a draining one too): a dead
+# worker, or one cut off from Redis, turns unhealthy. The model loads at the first run, after.
+HEALTHCHECK --interval=30s --timeout=15s --start-period=60s --retries=3 \
+    CMD ["python3", "-m", "workers.health"]
 # SIGTERM (docker stop) is Celery's warm shutdown: the worker stops taking tasks and finishes
 # (or hands back) what it runs; compose's stop_grace_period gives it the time.
 CMD ["sh", "-c", "exec celery -A workers.celery_app worker -P threads -c \"${STEERLAB_WORKER_CONCURRENCY:-32}\" -Q \"model.${STEERLAB_DEPLOYMENT:?set STEERLAB_DEPLOYMENT}\" -n \"worker@%h\" --loglevel INFO"]

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -33,7 +34,7 @@ from webapp.library.services import register_deployment
 from webapp.operations.logs import JsonFormatter, RequestIdFilter
 from webapp.playground import services
 from webapp.playground.models import Run, RunStatus
-from workers import heartbeat
+from workers import health, heartbeat
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
@@ -142,6 +143,19 @@ def test_readyz_checks_the_real_servers_and_turns_false_without_the_broker(
         assert checks["broker"] == {"ok": True, "ms": checks["broker"]["ms"]}
         assert "RedisPubSub" in checks["channel_layer"]["backend"]
         assert mine(ready, "live")[0]["name"].startswith("ready-" + stack.queue)
+        # The worker image's health check (this host's workers: the session's may beat here too).
+        check = subprocess.run(
+            [sys.executable, "-m", "workers.health"],
+            env={**os.environ, **stack.worker_env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+        found = json.loads(check.stdout.strip().splitlines()[-1])
+        assert found["healthy"] and any(
+            w["name"].startswith("ready-" + stack.queue) for w in found["workers"]
+        )
 
         proxy.stop()  # the broker is gone (connections refused)
         started = time.monotonic()
@@ -177,8 +191,12 @@ def test_readyz_is_false_while_no_worker_beats(own_worker_stack: Any, settings: 
     workers = reply.json()["checks"]["workers"]
     assert workers["ok"] is False and workers["live"] == [] and "heartbeat" in workers["error"]
     # A beat in that namespace (as a worker's) makes it ready; it expires after three intervals.
+    assert health.live_here("test-host") == []
     heartbeat.beat("test-host:1", {"name": "w@test", "queues": ["model.tiny"], "draining": False}, 1.0)
     assert _get(f"{live_url}/readyz").status_code == 200
+    # The worker container's health check sees the beats of its own host only.
+    assert [w["name"] for w in health.live_here("test-host")] == ["w@test"]
+    assert health.live_here("other-host") == []
     assert wait_until(lambda: _get(f"{live_url}/readyz").status_code == 503, 10, "the heartbeat to expire")
 
 
