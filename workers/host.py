@@ -24,7 +24,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from interventions.spec import Adjustment
-from workers.engines.base import Event, FinishedEvent, GenerationRequest
+from workers.engines.base import Event, FinishedEvent, GenerationRequest, TokenEvent
 from workers.engines.loading import HostedModel
 
 log = logging.getLogger(__name__)
@@ -92,9 +92,13 @@ class RunStream:
             raise item
         return item
 
-    def stop(self) -> None:
-        """End the generation early (the engine's ``FinishedEvent`` follows, reason ``aborted``)."""
-        self.host.loop.call_soon_threadsafe(self._stop)
+    def finish(self, after: int) -> None:
+        """End the generation once token ``after`` is read (a stop sequence ends there)."""
+        self.host.loop.call_soon_threadsafe(self._finish, after)
+
+    def _finish(self, after: int) -> None:
+        if self._request_id is not None:
+            self._engine.finish(self._request_id, after)
 
     def close(self) -> None:
         if self.host.loop.is_closed():  # embedded: the server (or a test's loop) has gone
@@ -291,17 +295,40 @@ class EngineHost:
             return self._models.get(name)
 
     def start_requests(
-        self, model: HostedModel, requests: list[GenerationRequest]
+        self,
+        model: HostedModel,
+        requests: list[GenerationRequest],
+        until: Callable[[int, list[int]], bool] | None = None,
     ) -> Future[list[list[Event]]]:
         """Submit ``requests`` together (they share the continuous batch); a future of each one's
-        events, in order. If one fails, the others are aborted and the future raises its error."""
-        return asyncio.run_coroutine_threadsafe(self._all_events(model, requests), self.loop)
+        events, in order. If one fails, the others are aborted and the future raises its error.
 
-    async def _all_events(self, model: HostedModel, requests: list[GenerationRequest]) -> list[list[Event]]:
-        async def events(request: GenerationRequest) -> list[Event]:
-            return [event async for event in model.engine.submit(request)]
+        ``until(i, token_ids)``, called on the host's loop at each token of request ``i``, ends
+        that request when it returns true (its stop sequence was generated): ``Engine.finish``
+        after that token, whose reads still come; tokens sampled meanwhile are in its events too.
+        """
+        return asyncio.run_coroutine_threadsafe(self._all_events(model, requests, until), self.loop)
 
-        tasks = [asyncio.ensure_future(events(r)) for r in requests]
+    async def _all_events(
+        self,
+        model: HostedModel,
+        requests: list[GenerationRequest],
+        until: Callable[[int, list[int]], bool] | None,
+    ) -> list[list[Event]]:
+        async def events(i: int, request: GenerationRequest) -> list[Event]:
+            out: list[Event] = []
+            ids: list[int] = []
+            ended = until is None
+            async for event in model.engine.submit(request):
+                out.append(event)
+                if not ended and isinstance(event, TokenEvent):
+                    ids.append(event.token_id)
+                    if until is not None and until(i, ids):
+                        model.engine.finish(request.request_id, event.index)
+                        ended = True
+            return out
+
+        tasks = [asyncio.ensure_future(events(i, r)) for i, r in enumerate(requests)]
         try:
             return list(await asyncio.gather(*tasks))
         except BaseException:

@@ -262,3 +262,27 @@ def make_core() -> Iterator[object]:
     yield factory
     for core in cores:
         core.close()
+
+
+def assert_finish_reads_the_token_it_ends_at(core: Any, probe: CompiledRecipe) -> None:
+    """``finish(rid, after)`` (a stop sequence found at token ``after``): a request with reads
+    ends once that token is read, one without at once, one already past it at once too."""
+    results: dict[str, Result] = {}
+    core.add(make_request("read", random_prompt(16, 5), probe, n=20))
+    core.add(make_request("plain", random_prompt(17, 5), n=20))
+    core.add(make_request("late", random_prompt(18, 5), n=20))
+    for _ in range(3):
+        collect(core.step(), results)
+    assert [len(results[r].tokens) for r in ("read", "plain", "late")] == [3, 3, 3]
+    core.finish("read", 2)
+    core.finish("plain", 2)
+    core.finish("late", 0)  # found late: tokens 1 and 2 are the caller's to drop
+    while core.has_work():
+        collect(core.step(), results)
+    for rid in ("read", "plain", "late"):
+        fin = results[rid].finished
+        assert fin is not None and fin.reason == "stop" and len(fin.tokens) == 3, (rid, fin)
+        assert len(results[rid].tokens) == 3
+    # The token it ended at was read, as a last token is: positions 0 .. 5 + 2.
+    assert sorted(results["read"].reads) == list(range(5 + 3))
+    assert core.live_requests() == 0 and len(core.plan) == 0

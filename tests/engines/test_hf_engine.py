@@ -29,6 +29,7 @@ from .conftest import (
     RESOLVED,
     Result,
     assert_close_runs,
+    assert_finish_reads_the_token_it_ends_at,
     assert_mixed_batch_matches_solo,
     collect,
     recipe_for,
@@ -250,6 +251,13 @@ def test_abort_finishes_within_one_step(make_core: MakeCore) -> None:
         collect(core.step(), results)
     assert len(results["b"].tokens) == 5
     assert core.live_requests() == 0 and len(core.plan) == 0
+
+
+def test_finish_ends_a_request_once_the_token_is_read(make_core: MakeCore) -> None:
+    core = make_core()
+    assert_finish_reads_the_token_it_ends_at(
+        core, _recipe(core, [{"op": "probe", "layer": 1, "probe": "p1"}])
+    )
 
 
 def test_control_sent_before_admission_is_kept(make_core: MakeCore) -> None:

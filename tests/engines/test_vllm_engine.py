@@ -32,6 +32,7 @@ from .conftest import (
     CROSS_ENGINE_TOL,
     Result,
     assert_close_runs,
+    assert_finish_reads_the_token_it_ends_at,
     assert_mixed_batch_matches_solo,
     collect,
     forced_request,
@@ -338,6 +339,12 @@ def test_abort_and_control_before_admission(vllm: Any) -> None:
     plain = run_alone(vllm, make_request("plain", random_prompt(13, 4), n=4))
     assert results["adjusted"].tokens == plain.tokens
     assert vllm.live_requests() == 0 and len(vllm.plan) == 0
+
+
+def test_finish_ends_a_request_once_the_token_is_read(vllm: Any) -> None:
+    assert_finish_reads_the_token_it_ends_at(
+        vllm, _recipe(vllm, [{"op": "probe", "layer": 2, "probe": "p1"}])
+    )
 
 
 def test_stop_tokens_and_reads_of_the_last_token(hf: HFEngineCore, vllm: Any) -> None:

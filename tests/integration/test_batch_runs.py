@@ -121,6 +121,9 @@ def test_batch_run_inputs_are_checked(
         ({"seed": -1}, "seed"),
         ({"seed": 1 << 31}, "seed"),
         ({"reads": "yes"}, "reads"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"stop": [""]}, "stop"),
+        ({"stop": 5}, "stop"),
     ]
     for change, field in bad:
         with pytest.raises(ValidationError) as info:
@@ -216,11 +219,14 @@ def test_the_api_starts_a_batch_run_and_refuses_hidden_inputs(
 # --------------------------------------------------------------------------------------------
 # Running one: each prompt's result is its chat turn's, the downloads hold one result per prompt
 # --------------------------------------------------------------------------------------------
-def _chat_run(user: Any, deployment: Any, version: Any, text: str, sampling: dict[str, Any]) -> Run:
-    conversation = playground.create_conversation(user, deployment, recipe_version=version)
+def _chat_run(host: EngineHost, user: Any, version: Any, text: str, sampling: dict[str, Any]) -> Run:
+    """The chat turn of ``text`` with ``version`` and ``OVERRIDES``, run on ``host`` to its end."""
+    conversation = playground.create_conversation(user, version.recipe.deployment, recipe_version=version)
     (run,) = playground.start_turn(
         user, conversation, text, sampling=playground.Sampling(**sampling), overrides=OVERRIDES
     )
+    assert execute_run(run.pk, host).status == "done"
+    run.refresh_from_db()
     return run
 
 
@@ -306,14 +312,8 @@ def test_each_prompt_of_a_batch_run_gives_what_a_chat_turn_gives(
     # (one from each stored batch).
     for index in (3, 17):
         run = _chat_run(
-            alice,
-            tiny_deployment,
-            example_version,
-            rows[index]["text"],
-            {**sampling, "seed": prompt_seed(1234, index)},
+            host, alice, example_version, rows[index]["text"], {**sampling, "seed": prompt_seed(1234, index)}
         )
-        assert execute_run(run.pk, host).status == "done"
-        run.refresh_from_db()
         line = lines[index]
         assert line["tokens"] == run.tokens and line["text"] == run.text
         assert line["prompt_tokens"] == len(run.prompt_tokens)
@@ -384,6 +384,61 @@ def test_a_plain_batch_run_without_reads_and_downloads_of_other_jobs(
     for path in ("results.jsonl", "export"):
         response = client.get(f"/api/jobs/{probe_job.pk}/{path}")
         assert response.status_code == 400 and "is a train_probe job" in response.json()["detail"]
+
+
+def test_a_batch_run_with_stop_sequences_ends_each_answer_as_its_chat_turn_does(
+    alice: Any, tiny_deployment: Any, example_version: Any, host: EngineHost
+) -> None:
+    rows = marker_rows(8, seed=11)
+    data = _dataset(alice, rows)
+    sampling = {"max_new_tokens": 16, "temperature": 0.9, "top_p": 1.0, "seed": 77}
+    recipe = {"recipe_id": example_version.recipe_id, "overrides": OVERRIDES}
+
+    def batch(name: str, **more: Any) -> Job:
+        started = jobs.batch_run(
+            alice, tiny_deployment, dataset_id=data.pk, name=name, **recipe, **sampling, **more
+        )
+        return _run(started, host)
+
+    plain = _jsonl(_client(alice), batch("plain"))
+    # Two stop strings from the middle of two answers (each answer's text is random).
+    stop = [
+        next(
+            s
+            for i in range(len(text) // 4, len(text) // 2)
+            if (s := text[i : i + 2]).isprintable() and "\ufffd" not in s and text.find(s) == i
+        )
+        for text in (plain[0]["text"], plain[1]["text"])
+    ]
+    job = batch("stopped", stop=stop)
+    assert job.params["sampling"] == {**sampling, "stop": stop}
+    lines = _jsonl(_client(alice), job)
+    for line, whole in zip(lines, plain, strict=True):
+        # The same tokens up to the stop string's first occurrence, the text before it. (Scores
+        # agree within float error: the batches' other rows, so the steps' shapes, differ.)
+        first = min((i for s in stop if (i := whole["text"].find(s)) >= 0), default=None)
+        if first is None:
+            assert (line["tokens"], line["text"]) == (whole["tokens"], whole["text"])
+            assert line["finish_reason"] == whole["finish_reason"]
+        else:
+            assert line["finish_reason"] == "stop" and line["text"] == whole["text"][:first]
+        n = len(line["tokens"])
+        assert line["tokens"] == whole["tokens"][:n]
+        assert np.allclose(line["logprobs"], whole["logprobs"][:n], atol=1e-4)
+        # Every kept token was read, the one that completed the stop string included.
+        assert np.allclose(line["reads"]["probes"]["1"], whole["reads"]["probes"]["1"][:n], atol=1e-3)
+    assert len(lines[0]["tokens"]) < 16 and len(lines[1]["tokens"]) < 16
+    assert job.result["finish_reasons"].get("stop", 0) >= 2
+
+    # Each answer is the chat turn with the same message, recipe, seed and stop sequences.
+    for index in (0, 1):
+        seeded = {**sampling, "seed": prompt_seed(77, index), "stop": tuple(stop)}
+        run = _chat_run(host, alice, example_version, rows[index]["text"], seeded)
+        assert (run.tokens, run.text, run.finish_reason) == (
+            lines[index]["tokens"],
+            lines[index]["text"],
+            "stop",
+        )
 
 
 def test_an_overlong_prompt_gets_an_error_result_and_the_others_run(

@@ -110,6 +110,7 @@ class BatchRunIn(StartIn):
     temperature: float = 0.7
     top_p: float = 0.95
     seed: int | None = None  # row i is sampled with seed (seed + i) mod 2**31; None: a random seed
+    stop: list[str] = []  # stop sequences (up to 4): each answer ends before the first, as a chat turn's
     overrides: list[OverrideIn] = []
     reads: bool = True  # keep each probe's per-token scores and each logit lens' top-k
 

@@ -33,6 +33,7 @@ from django.conf import settings
 from webapp.jobs.kinds import dataset_rows
 from webapp.jobs.models import Job, JobBatch
 from webapp.jobs.runner import JobContext, JobFailed
+from webapp.playground import stops
 from webapp.playground.execution import generation_request, resolve_refs
 from webapp.playground.services import chat_prompt
 from workers.engines.base import Event, FinishedEvent, GenerationRequest, ReadEvent, TokenEvent
@@ -66,12 +67,19 @@ def _result(
     events: list[Event],
     tokenizer: Any,
     columns: tuple[list[int], list[int]] | None,
+    stop: list[str],
 ) -> dict[str, Any]:
     index, prompt, label = row
     tokens = [e for e in events if isinstance(e, TokenEvent)]
     finished = events[-1]
     assert isinstance(finished, FinishedEvent)
     ids = [e.token_id for e in tokens]
+    reason, text = finished.reason, None
+    if (point := stops.stop_point(ids, lambda some: _text(tokenizer, some), stop)) is not None:
+        # As a chat run: it ends at the token that completed the stop string (those the engine
+        # sent before its abort took effect are dropped), its text before the stop string.
+        (kept, text), reason = point, "stop"
+        tokens, ids = tokens[:kept], ids[:kept]
     out: dict[str, Any] = {
         "index": index,
         "prompt": prompt,
@@ -79,8 +87,8 @@ def _result(
         "prompt_tokens": prompt_len,
         "seed": seed,
         "tokens": ids,
-        "text": _text(tokenizer, ids),
-        "finish_reason": finished.reason,
+        "text": _text(tokenizer, ids) if text is None else text,
+        "finish_reason": reason,
         "logprobs": [round(float(e.logprob), 6) for e in tokens],
         "reads": None,
     }
@@ -169,8 +177,14 @@ class BatchRun:
                 )
             )
         columns = read_columns(params["spec"]) if params["reads"] else None
-        for (row, prompt, seed), events in zip(planned, ctx.run(requests) if requests else [], strict=True):
-            results[row[0]] = _result(row, len(prompt), seed, events, tokenizer, columns)
+        stop = sampling.get("stop", [])
+
+        def until(_: int, ids: list[int]) -> bool:  # end a prompt early once its stop string is out
+            return stops.cut(_text(tokenizer, ids), stop) is not None
+
+        events_of = ctx.run(requests, until if stop else None) if requests else []
+        for (row, prompt, seed), events in zip(planned, events_of, strict=True):
+            results[row[0]] = _result(row, len(prompt), seed, events, tokenizer, columns, stop)
         info = ctx.model.engine.info()
         batch = {
             "engine": {"engine": info.engine, "version": info.version},

@@ -70,10 +70,13 @@ class JobContext:
         self._requests += 1
         return f"job-{self.job.pk}-{self.attempt}-{self._requests}"
 
-    def run(self, requests: list[GenerationRequest]) -> list[list[Event]]:
-        """Run ``requests`` together on the engine; each one's events. The lease is renewed while
-        they run; a request that ends in error fails the job."""
-        future = self.host.start_requests(self.model, requests)
+    def run(
+        self, requests: list[GenerationRequest], until: Callable[[int, list[int]], bool] | None = None
+    ) -> list[list[Event]]:
+        """Run ``requests`` together on the engine; each one's events (``until``: see
+        ``EngineHost.start_requests``). The lease is renewed while they run; a request that ends
+        in error fails the job."""
+        future = self.host.start_requests(self.model, requests, until)
         while True:
             try:
                 results = future.result(timeout=settings.STEERLAB_RUN_LEASE_SECONDS / 3)

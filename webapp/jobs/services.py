@@ -37,7 +37,7 @@ from webapp.library.models import (
     SteeringVector,
 )
 from webapp.playground.exports import model_entry
-from webapp.playground.services import PlaygroundError, check_overrides, check_token_budget
+from webapp.playground.services import PlaygroundError, check_overrides, check_token_budget, stop_sequences
 
 log = logging.getLogger(__name__)
 
@@ -346,7 +346,9 @@ def _batch_recipe(
     return found
 
 
-def _batch_sampling(max_new_tokens: Any, temperature: Any, top_p: Any, seed: Any) -> dict[str, Any]:
+def _batch_sampling(
+    max_new_tokens: Any, temperature: Any, top_p: Any, seed: Any, stop: Any
+) -> dict[str, Any]:
     """A chat turn's sampling parameters, checked field by field (``seed`` None: a random one)."""
 
     def number(value: Any) -> bool:
@@ -367,12 +369,19 @@ def _batch_sampling(max_new_tokens: Any, temperature: Any, top_p: Any, seed: Any
         seed = secrets.randbelow(1 << 31)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 31:
         raise _error("seed", "seed must be an integer in [0, 2**31)")
-    return {
+    try:
+        stop = stop_sequences(stop)
+    except PlaygroundError as exc:
+        raise _error("stop", exc.message) from None
+    sampling = {
         "max_new_tokens": max_new_tokens,
         "temperature": float(temperature),
         "top_p": float(top_p),
         "seed": seed,
     }
+    if stop:  # as a chat run's: absent rather than empty
+        sampling["stop"] = list(stop)
+    return sampling
 
 
 @transaction.atomic
@@ -388,6 +397,7 @@ def batch_run(
     temperature: float = 0.7,
     top_p: float = 0.95,
     seed: int | None = None,
+    stop: Any = None,
     overrides: Any = None,
     reads: bool = True,
     team: Team | None = None,
@@ -406,7 +416,7 @@ def batch_run(
         )
     found = _batch_recipe(user, deployment, recipe_id, version)
     spec = found.spec if found is not None else None
-    sampling = _batch_sampling(max_new_tokens, temperature, top_p, seed)
+    sampling = _batch_sampling(max_new_tokens, temperature, top_p, seed, stop)
     try:
         checked = check_overrides(spec, overrides)
     except PlaygroundError as exc:

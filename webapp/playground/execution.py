@@ -445,7 +445,7 @@ def _generate(run: Run, attempt: int, worker: str, host: EngineHost, stream: Any
             if event is not None:
                 finished = _on_event(event, sink, transcript, model.tokenizer)
                 if transcript.stopped and not stopping:
-                    stream.stop()  # the engine ends the request at its next step
+                    stream.finish(len(transcript.tokens) - 1)  # once that token's reads are out
                     stopping = True
             if time.monotonic() - renewed_at >= renew_every:
                 _renew(run_id, worker, attempt)
@@ -460,7 +460,7 @@ def _generate(run: Run, attempt: int, worker: str, host: EngineHost, stream: Any
         return _finish(run, attempt, worker, sink, transcript, "error", f"engine failure: {exc}")
     reason = finished.reason
     if transcript.stopped and reason != "error":
-        reason = "stop"  # ended by its stop string (the engine saw an abort, or its last token)
+        reason = "stop"  # its stop string (the engine may have ended it first: length, a stop)
     return _finish(run, attempt, worker, sink, transcript, reason, finished.error or "")
 
 

@@ -213,14 +213,16 @@ class Sampling:
 
 
 def stop_sequences(raw: Any) -> tuple[str, ...]:
-    """OpenAI's ``stop``: none, a string or a list of strings (``Sampling.resolved`` checks them)."""
+    """OpenAI's ``stop``, checked: none, a string or a list of strings."""
     if raw is None:
         return ()
     if isinstance(raw, str):
-        return (raw,)
-    if isinstance(raw, list) and all(isinstance(s, str) for s in raw):
-        return tuple(raw)
-    raise PlaygroundError("invalid", "stop is a string or a list of strings")
+        raw = [raw]
+    if not isinstance(raw, list) or not all(isinstance(s, str) for s in raw):
+        raise PlaygroundError("invalid", "stop is a string or a list of strings")
+    if (why := stops.problem(raw)) is not None:
+        raise PlaygroundError("invalid", why)
+    return tuple(raw)
 
 
 def _check_adjustment(spec: dict[str, Any] | None, index: Any, scale: Any, enabled: Any) -> dict[str, Any]:

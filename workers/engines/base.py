@@ -179,3 +179,10 @@ class Engine(Protocol):
     def abort(self, request_id: str) -> None:
         """Stop a live request after the current step; it finishes with reason ``aborted``."""
         ...
+
+    def finish(self, request_id: str, after: int) -> None:
+        """End a live request with reason ``stop`` once its generated token ``after`` is read (its
+        reads come as for any last token): the caller found a stop sequence there. Tokens sampled
+        past ``after`` before this took effect are in the events and ``FinishedEvent.tokens``;
+        the caller drops them."""
+        ...

@@ -35,7 +35,7 @@ from workers.engines.requests import collected_event
 
 log = logging.getLogger(__name__)
 
-Control = tuple[str, str, Adjustment | None]  # (kind, request id, adjustment)
+Control = tuple[str, str, Adjustment | int | None]  # (kind, request id, adjustment or token index)
 
 
 @dataclass
@@ -89,6 +89,10 @@ class SteppedCore(Generic[LiveT]):
     def abort(self, request_id: str) -> None:
         self._control.put(("abort", request_id, None))
 
+    def finish(self, request_id: str, after: int) -> None:
+        """End the request (``stop``) once its generated token ``after`` is read (Engine.finish)."""
+        self._control.put(("finish", request_id, after))
+
     def has_work(self) -> bool:
         return bool(self._live) or not self._pending.empty() or not self._control.empty()
 
@@ -116,7 +120,13 @@ class SteppedCore(Generic[LiveT]):
                 continue
             if kind == "abort":
                 self._finish(live, "aborted", events)
-            elif adj is not None:
+            elif kind == "finish":
+                assert isinstance(adj, int)
+                if live.reads and len(live.tokens) == adj + 1:
+                    live.finishing = "stop"  # the next step reads token ``adj``, then it ends
+                elif len(live.tokens) > adj:  # read already (or nothing to read)
+                    self._finish(live, "stop", events)
+            elif isinstance(adj, Adjustment):
                 if not self._try_adjust(rid, adj):
                     continue
                 self._adjusted_live(live)
@@ -213,7 +223,7 @@ class SteppedCore(Generic[LiveT]):
         for adj in req.overrides:
             self.plan.adjust(rid, adj)
         for _, _, early_adj in early:
-            if early_adj is None or not self._try_adjust(rid, early_adj):
+            if not isinstance(early_adj, Adjustment) or not self._try_adjust(rid, early_adj):
                 continue
             self._adjusted_before_start(live)
             events.append(AdjustedEvent(rid, 0, early_adj))

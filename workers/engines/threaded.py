@@ -29,6 +29,8 @@ class EngineCore(Protocol):
 
     def abort(self, request_id: str) -> None: ...
 
+    def finish(self, request_id: str, after: int) -> None: ...
+
     def has_work(self) -> bool: ...
 
     def step(self) -> list[Event]: ...
@@ -92,6 +94,10 @@ class ThreadedEngine:
 
     def abort(self, request_id: str) -> None:
         self.core.abort(request_id)
+        self._wake.set()
+
+    def finish(self, request_id: str, after: int) -> None:
+        self.core.finish(request_id, after)
         self._wake.set()
 
     def shutdown(self, *, close_core: bool = True) -> None:

@@ -86,6 +86,7 @@ describe("Batch run form", () => {
     await user.clear(temperature);
     await user.type(temperature, "9");
     await user.type(within(form).getByLabelText("Seed"), "1234");
+    await user.type(within(form).getByLabelText("Stop at"), "\\n\\n"); // typed: two escaped newlines
     await user.click(within(form).getByLabelText(/Keep the recipe's reads/));
     await user.click(within(form).getByRole("button", { name: "Start batch run" }));
 
@@ -108,6 +109,7 @@ describe("Batch run form", () => {
       temperature: 0.5,
       top_p: 0.95,
       seed: 1234,
+      stop: ["\n\n"],
       overrides: [],
       reads: false,
       visibility: "private",

@@ -6,6 +6,7 @@ import { useResource } from "../api/useResource";
 import type { Deployment, Team } from "../library/shared";
 import { DeploymentField } from "../library/shared";
 import { SharingFields, sharingBody } from "../library/sharing";
+import { typedStop } from "../chat/protocol";
 import { Field } from "../ui/components";
 import type { FieldErrors } from "../ui/formErrors";
 import { fieldError } from "../ui/formErrors";
@@ -14,7 +15,7 @@ import { useCreateForm } from "./createForm";
 import type { Job } from "./model";
 import { DatasetField, NameField, NumberField, finiteNumber, useDatasets, wholeNumber } from "./pickers";
 
-const SHOWN = ["name", "deployment", "dataset_id", "recipe_id", "version", "max_new_tokens", "temperature", "top_p", "seed", "reads"];
+const SHOWN = ["name", "deployment", "dataset_id", "recipe_id", "version", "max_new_tokens", "temperature", "top_p", "seed", "stop", "reads"];
 
 export function BatchRunForm({
   deployments,
@@ -34,6 +35,7 @@ export function BatchRunForm({
   const [temperature, setTemperature] = useState("0.7");
   const [topP, setTopP] = useState("0.95");
   const [seed, setSeed] = useState("");
+  const [stopAt, setStopAt] = useState("");
   const [reads, setReads] = useState(true);
   const readsId = useId();
   const datasets = useDatasets("labelled");
@@ -69,6 +71,7 @@ export function BatchRunForm({
             temperature: temp,
             top_p: nucleus,
             seed: seedValue,
+            stop: stopAt ? [typedStop(stopAt)] : [],
             overrides: [], // a turn's slider positions: the API takes them; this form has none
             reads,
             ...sharingBody(form.sharing),
@@ -130,6 +133,11 @@ export function BatchRunForm({
       <Field label="Seed" hint="Row i is sampled with seed + i, as a chat turn with that seed. Empty: a random seed." error={fieldError(errors, "seed")}>
         {(id, describedBy) => (
           <input id={id} type="number" step={1} min={0} aria-describedby={describedBy} value={seed} onChange={(e) => { setSeed(e.target.value); }} />
+        )}
+      </Field>
+      <Field label="Stop at" hint="Each answer ends before this text, as a chat turn's; \n is a newline. Empty: none." error={fieldError(errors, "stop")}>
+        {(id, describedBy) => (
+          <input id={id} type="text" maxLength={64} aria-describedby={describedBy} value={stopAt} onChange={(e) => { setStopAt(e.target.value); }} />
         )}
       </Field>
       <div className="field field-inline">
