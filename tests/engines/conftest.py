@@ -286,3 +286,20 @@ def assert_finish_reads_the_token_it_ends_at(core: Any, probe: CompiledRecipe) -
     # The token it ended at was read, as a last token is: positions 0 .. 5 + 2.
     assert sorted(results["read"].reads) == list(range(5 + 3))
     assert core.live_requests() == 0 and len(core.plan) == 0
+
+
+def assert_top_logprobs_are_the_most_likely_tokens(core: Any) -> None:
+    """A request asking ``top_logprobs`` gets, with each token, the most likely tokens and their
+    logprobs (greedy: the raw distribution, its token first); its neighbour gets none."""
+    asking = make_request(
+        "top", random_prompt(19, 5), sampling=SamplingParams(max_new_tokens=4, top_logprobs=3)
+    )
+    results = run_schedule(core, [(0, asking), (0, make_request("plain", random_prompt(20, 5), n=4))])
+    tokens = [e for e in results["top"].events if isinstance(e, TokenEvent)]
+    assert len(tokens) == 4 == len(results["top"].logits)
+    for event, logits in zip(tokens, results["top"].logits, strict=True):
+        values, ids = torch.topk(torch.log_softmax(logits.float(), dim=-1), 3)
+        assert [t for t, _ in event.top] == ids.tolist()
+        assert torch.allclose(torch.tensor([lp for _, lp in event.top]), values, atol=1e-4)
+        assert event.top[0][0] == event.token_id and abs(event.top[0][1] - event.logprob) < 1e-5
+    assert all(e.top == () for e in results["plain"].events if isinstance(e, TokenEvent))

@@ -31,6 +31,7 @@ from .conftest import (
     assert_close_runs,
     assert_finish_reads_the_token_it_ends_at,
     assert_mixed_batch_matches_solo,
+    assert_top_logprobs_are_the_most_likely_tokens,
     collect,
     recipe_for,
     run_alone,
@@ -258,6 +259,10 @@ def test_finish_ends_a_request_once_the_token_is_read(make_core: MakeCore) -> No
     assert_finish_reads_the_token_it_ends_at(
         core, _recipe(core, [{"op": "probe", "layer": 1, "probe": "p1"}])
     )
+
+
+def test_top_logprobs_are_the_most_likely_tokens(make_core: MakeCore) -> None:
+    assert_top_logprobs_are_the_most_likely_tokens(make_core())
 
 
 def test_control_sent_before_admission_is_kept(make_core: MakeCore) -> None:

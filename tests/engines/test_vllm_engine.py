@@ -34,6 +34,7 @@ from .conftest import (
     assert_close_runs,
     assert_finish_reads_the_token_it_ends_at,
     assert_mixed_batch_matches_solo,
+    assert_top_logprobs_are_the_most_likely_tokens,
     collect,
     forced_request,
     make_request,
@@ -345,6 +346,10 @@ def test_finish_ends_a_request_once_the_token_is_read(vllm: Any) -> None:
     assert_finish_reads_the_token_it_ends_at(
         vllm, _recipe(vllm, [{"op": "probe", "layer": 2, "probe": "p1"}])
     )
+
+
+def test_top_logprobs_are_the_most_likely_tokens(vllm: Any) -> None:
+    assert_top_logprobs_are_the_most_likely_tokens(vllm)
 
 
 def test_stop_tokens_and_reads_of_the_last_token(hf: HFEngineCore, vllm: Any) -> None:

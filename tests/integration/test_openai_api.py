@@ -19,7 +19,7 @@ from websockets.sync.client import connect
 
 from webapp.accounts.services import create_api_token, revoke_api_token
 from webapp.playground import services
-from webapp.playground.models import Conversation, Run, RunStatus, Source
+from webapp.playground.models import Conversation, Run, RunEvent, RunStatus, Source
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
@@ -67,6 +67,13 @@ def _websocket_tokens(
             if frame["type"] == "finished":
                 assert frame["status"] == RunStatus.DONE, frame
                 return tokens
+
+
+def _ask(client: openai.OpenAI, **options: Any) -> Any:
+    """``PROMPT`` completed with the OpenAI ``options`` only."""
+    return client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": PROMPT}], **options
+    )
 
 
 def _create(client: openai.OpenAI, options: dict[str, Any] | None = None, **extra_body: Any) -> Any:
@@ -194,6 +201,37 @@ def test_a_stop_sequence_ends_the_completion_before_it_on_both_paths(
     assert _websocket_tokens(live_url, ws_headers(alice), conversation, stop=[stop]) == token_ids
 
 
+def test_top_logprobs_come_with_each_token_streamed_or_not(client_of: Any, alice: Any) -> None:
+    client = client_of(alice)
+    completion = _create(client, {"logprobs": True, "top_logprobs": 3})
+    content = completion.choices[0].logprobs.content
+    assert len(content) == SAMPLING["max_new_tokens"]
+    for entry in content:
+        top = entry.top_logprobs
+        assert len(top) == 3 and all(t.logprob <= 0 for t in top)
+        assert [t.logprob for t in top] == sorted((t.logprob for t in top), reverse=True)
+        assert entry.logprob <= top[0].logprob + 1e-4
+    # The run's token frames name the top tokens by id too.
+    run = Run.objects.get(pk=completion.model_extra["steerlab"]["run"])
+    frames = [e.payload for e in RunEvent.objects.filter(run=run, payload__type="token").order_by("seq")]
+    assert [[[t.token, t.logprob] for t in e.top_logprobs] for e in content] == [
+        [entry[1:] for entry in f["top"]] for f in frames
+    ]
+
+    stream = _create(client, {"logprobs": True, "top_logprobs": 3, "stream": True})
+    streamed = [e for chunk in stream for c in chunk.choices if c.logprobs for e in c.logprobs.content]
+    assert [[(t.token, t.logprob) for t in e.top_logprobs] for e in streamed] == [
+        [(t.token, t.logprob) for t in e.top_logprobs] for e in content
+    ]
+
+    # Greedy: the token is the most likely one, with the same logprob (one distribution for both).
+    greedy = _ask(client, max_tokens=6, temperature=0, logprobs=True, top_logprobs=2)
+    run = Run.objects.get(pk=greedy.model_extra["steerlab"]["run"])
+    for f in RunEvent.objects.filter(run=run, payload__type="token"):
+        (best, _, logprob), _ = f.payload["top"]
+        assert best == f.payload["token_id"] and abs(logprob - f.payload["logprob"]) < 1e-3
+
+
 def test_models_lists_the_deployments(client_of: Any, alice: Any, stack_deployment: Any) -> None:
     client = client_of(alice)
     listed = client.models.list()
@@ -211,14 +249,7 @@ def test_a_script_adjusts_and_stops_its_streaming_completion(
 
     client = client_of(alice)
     key = client.api_key
-    stream = client.chat.completions.create(
-        model="tiny",
-        messages=[{"role": "user", "content": PROMPT}],
-        max_tokens=200,
-        seed=7,
-        stream=True,
-        extra_body={"recipe": str(version.recipe_id)},
-    )
+    stream = _ask(client, max_tokens=200, seed=7, stream=True, extra_body={"recipe": str(version.recipe_id)})
     run_id, adjusted, seen = None, None, 0
     headers = {"Authorization": f"Bearer {key}"}
     for chunk in stream:
@@ -246,9 +277,7 @@ def test_a_script_adjusts_and_stops_its_streaming_completion(
 
 def test_a_client_that_goes_away_stops_its_run(live_url: str, client_of: Any, alice: Any) -> None:
     client = client_of(alice)
-    stream = client.chat.completions.create(
-        model="tiny", messages=[{"role": "user", "content": PROMPT}], max_tokens=300, stream=True
-    )
+    stream = _ask(client, max_tokens=300, stream=True)
     for index, _ in enumerate(stream):
         if index == 3:
             break
@@ -310,7 +339,8 @@ def _body(**fields: Any) -> dict[str, Any]:
         (_body(stop=["a", "b", "c", "d", "e"]), 400, "at most 4"),
         (_body(stop=""), 400, "1 to 64 characters"),
         (_body(stop=[7]), 400, "stop"),
-        (_body(top_logprobs=2), 400, "top_logprobs are not supported"),
+        (_body(top_logprobs=2), 400, "top_logprobs needs logprobs: true"),
+        (_body(logprobs=True, top_logprobs=21), 400, "top_logprobs must be an integer between 0 and 20"),
         (_body(model="gpt-4"), 404, "no model 'gpt-4'"),
         ({"model": "tiny", "messages": []}, 400, "1 to 256 messages"),
         ({"model": "tiny", "messages": [{"role": "tool", "content": "x"}]}, 400, "messages.0.role"),

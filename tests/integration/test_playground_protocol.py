@@ -110,6 +110,8 @@ def test_bad_frames_get_error_frames_change_nothing_and_keep_the_socket(
         ('{"type": "generate", "content": "hi", "sampling": {"stop": 5}}', "invalid"),
         ('{"type": "generate", "content": "hi", "sampling": {"stop": ["a", "b", "c", "d", "e"]}}', "invalid"),
         ('{"type": "generate", "content": "hi", "sampling": {"stop": [""]}}', "invalid"),
+        ('{"type": "generate", "content": "hi", "sampling": {"top_logprobs": 21}}', "invalid"),
+        ('{"type": "generate", "content": "hi", "sampling": {"top_logprobs": "3"}}', "invalid"),
         ('{"type": "generate", "content": "hi", "compare": "yes"}', "invalid"),
         ('{"type": "generate", "content": "hi", "overrides": [{"index": 99, "scale": 1}]}', "invalid"),
         ('{"type": "generate", "content": "hi", "overrides": [{"index": 0, "scale": Infinity}]}', "invalid"),

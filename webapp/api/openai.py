@@ -103,10 +103,8 @@ class ChatCompletionIn(BaseModel):
     def completion(self) -> completions.Completion:
         if self.n not in (None, 1):
             raise PlaygroundError("invalid", "n must be 1: one completion per request")
-        if self.top_logprobs:
-            raise PlaygroundError(
-                "invalid", "top_logprobs are not supported (logprobs: true gives each token's)"
-            )
+        if self.top_logprobs and not self.logprobs:
+            raise PlaygroundError("invalid", "top_logprobs needs logprobs: true")
         defaults = services.Sampling()
         return completions.Completion(
             model=self.model,
@@ -118,6 +116,7 @@ class ChatCompletionIn(BaseModel):
                 top_p=1.0 if self.top_p is None else self.top_p,
                 seed=self.seed,
                 stop=services.stop_sequences(self.stop),
+                top_logprobs=self.top_logprobs or 0,
             ),
             recipe=None if self.recipe is None else str(self.recipe),
             interventions=self.interventions,
@@ -363,7 +362,11 @@ class _Answer:
 
 def _logprob(frame: dict[str, Any]) -> dict[str, Any]:
     text = frame["text"]
-    return {"token": text, "logprob": frame["logprob"], "bytes": list(text.encode()), "top_logprobs": []}
+    top = [
+        {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+        for _, token, logprob in frame.get("top", ())
+    ]
+    return {"token": text, "logprob": frame["logprob"], "bytes": list(text.encode()), "top_logprobs": top}
 
 
 def _event(body: dict[str, Any]) -> str:

@@ -284,8 +284,11 @@ class ConversationConsumer(JsonFrameConsumer):
 def _sampling(raw: Any) -> services.Sampling:
     if raw is None:
         return services.Sampling()
-    if not isinstance(raw, dict) or set(raw) - {"max_new_tokens", "temperature", "top_p", "seed", "stop"}:
-        raise PlaygroundError("invalid", "sampling is {max_new_tokens?, temperature?, top_p?, seed?, stop?}")
+    allowed = {"max_new_tokens", "temperature", "top_p", "seed", "stop", "top_logprobs"}
+    if not isinstance(raw, dict) or set(raw) - allowed:
+        raise PlaygroundError(
+            "invalid", "sampling is {max_new_tokens?, temperature?, top_p?, seed?, stop?, top_logprobs?}"
+        )
     defaults = services.Sampling()
     values = {
         "max_new_tokens": raw.get("max_new_tokens", defaults.max_new_tokens),
@@ -302,4 +305,6 @@ def _sampling(raw: Any) -> services.Sampling:
     for name in ("temperature", "top_p"):
         if isinstance(values[name], bool) or not isinstance(values[name], int | float):
             raise PlaygroundError("invalid", f"{name} must be a number")
-    return services.Sampling(**values, stop=services.stop_sequences(raw.get("stop")))
+    return services.Sampling(
+        **values, stop=services.stop_sequences(raw.get("stop")), top_logprobs=raw.get("top_logprobs", 0)
+    )

@@ -176,6 +176,7 @@ def generation_request(
             top_p=float(sampling["top_p"]),
             seed=int(sampling["seed"]),
             stop_token_ids=stop,
+            top_logprobs=int(sampling.get("top_logprobs", 0)),
         ),
         overrides=tuple(Adjustment.model_validate(o) for o in overrides),
         scheduled=tuple(
@@ -326,8 +327,16 @@ def _on_event(event: Any, sink: EventSink, t: _Transcript, tokenizer: Any) -> Fi
         if (end := stops.cut(text, t.stops)) is not None:
             text, t.stopped = text[:end], True
         delta, t.text = text[len(t.text) :], text
+        extra: dict[str, Any] = {}
+        if event.top:  # asked for (top_logprobs): [token id, its text, logprob], most likely first
+            extra["top"] = [[tid, _decode(tokenizer, [tid]), round(lp, 4)] for tid, lp in event.top]
         sink.emit(
-            "token", index=event.index, token_id=event.token_id, text=delta, logprob=round(event.logprob, 4)
+            "token",
+            index=event.index,
+            token_id=event.token_id,
+            text=delta,
+            logprob=round(event.logprob, 4),
+            **extra,
         )
     elif isinstance(event, ReadEvent):
         if t.stopped and event.position >= t.prompt_len + len(t.tokens):

@@ -327,6 +327,7 @@ def import_run(user: User, data: bytes) -> Run:
             top_p=float(s["top_p"]),
             seed=int(s["seed"]),
             stop=stop_sequences(s.get("stop")),
+            top_logprobs=s.get("top_logprobs", 0),
         ).resolved()
     except (KeyError, TypeError, ValueError):
         raise PlaygroundError("invalid", "the export's sampling parameters are incomplete") from None

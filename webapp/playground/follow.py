@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 Key = tuple[int, int]  # (attempt, seq)
 RUN_END = ("finished", "cancelled")
 RECHECK_SECONDS = 0.3  # > the 250 ms persistence interval: a look at the database finds the rows
-GAP_CHECKS = 8  # database looks before a gap is given up on (its frames were never persisted)
+# How long a gap may stay open before it is given up on (its frames were never persisted). A time,
+# not a count of looks: frames arriving fast behind a gap bring many looks within 250 ms.
+GAP_SECONDS = 8 * RECHECK_SECONDS
 
 
 def follows(cursor: Key, key: Key) -> bool:
@@ -89,10 +91,11 @@ async def follow_run(run_id: int, conversation_id: int, *, limit: float) -> Asyn
     order = FrameOrder()
     read = database_sync_to_async(events_after)
     active = database_sync_to_async(_run_active)
-    deadline = asyncio.get_running_loop().time() + limit
-    stale = 0  # database looks that found the gap still open
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    gap_since: float | None = None  # when the open gap was first seen
     try:
-        while asyncio.get_running_loop().time() < deadline:
+        while loop.time() < deadline:
             try:
                 message = await asyncio.wait_for(layer.receive(channel), RECHECK_SECONDS)
             except TimeoutError:
@@ -105,11 +108,14 @@ async def follow_run(run_id: int, conversation_id: int, *, limit: float) -> Asyn
                 # Quiet, or behind: what was published before we subscribed, or dropped, is stored.
                 for frame in await read(run_id, *order.cursor):
                     ready += order.offer(frame)
-                stale = stale + 1 if order.gap else 0
-                if stale >= GAP_CHECKS:
+                if not order.gap:
+                    gap_since = None
+                elif gap_since is None:
+                    gap_since = loop.time()
+                elif loop.time() - gap_since >= GAP_SECONDS:
                     log.warning("playground.follow_gap_skipped", extra={"run": run_id})
                     ready += order.skip_gap()
-                    stale = 0
+                    gap_since = None
             if message is None and not ready and not await active(run_id):
                 # Ended: its last frames are stored with its final state (read again, as they may
                 # have been written after the look above), or it was cancelled while queued.

@@ -35,6 +35,7 @@ from webapp.playground.models import (
     RunStatus,
     new_compare_group,
 )
+from workers.engines.base import MAX_TOP_LOGPROBS
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +188,7 @@ class Sampling:
     top_p: float = 0.95
     seed: int | None = None
     stop: tuple[str, ...] = ()  # stop sequences (``webapp.playground.stops``)
+    top_logprobs: int = 0  # each token comes with this many most likely tokens and their logprobs
 
     def resolved(self) -> dict[str, Any]:
         max_tokens = settings.STEERLAB_MAX_NEW_TOKENS
@@ -201,14 +203,25 @@ class Sampling:
             raise PlaygroundError("invalid", "seed must be in [0, 2**31)")
         if (why := stops.problem(self.stop)) is not None:
             raise PlaygroundError("invalid", why)
+        if (
+            isinstance(self.top_logprobs, bool)
+            or not isinstance(self.top_logprobs, int)
+            or not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS
+        ):
+            raise PlaygroundError(
+                "invalid", f"top_logprobs must be an integer between 0 and {MAX_TOP_LOGPROBS}"
+            )
         out: dict[str, Any] = {
             "max_new_tokens": self.max_new_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
             "seed": seed,
         }
-        if self.stop:  # absent rather than empty: runs stored before stop sequences read the same
+        # Absent rather than empty or 0: runs stored before these settings read the same.
+        if self.stop:
             out["stop"] = list(self.stop)
+        if self.top_logprobs:
+            out["top_logprobs"] = self.top_logprobs
         return out
 
 

@@ -24,6 +24,9 @@ class RequestError(ValueError):
     """A request the engine refuses before any forward pass (bad recipe, positions, sizes, ids)."""
 
 
+MAX_TOP_LOGPROBS = 20  # as OpenAI
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """How tokens are chosen. ``temperature == 0`` is greedy.
@@ -37,6 +40,7 @@ class SamplingParams:
     top_p: float = 1.0
     seed: int = 0
     stop_token_ids: tuple[int, ...] = ()
+    top_logprobs: int = 0  # the most likely tokens to report at each step, with their logprobs
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_new_tokens <= 1 << 20:
@@ -47,6 +51,8 @@ class SamplingParams:
             raise RequestError("top_p must be in (0, 1]")
         if not 0 <= self.seed < 1 << 31:
             raise RequestError("seed must be in [0, 2**31)")
+        if not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
+            raise RequestError(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}")
 
 
 Reduce = Literal["last", "mean", "none"]
@@ -117,6 +123,7 @@ class TokenEvent:
     token_id: int
     logprob: float
     logits: tuple[float, ...] | None = None
+    top: tuple[tuple[int, float], ...] = ()  # (token id, logprob), most likely first: top_logprobs
 
 
 @dataclass(frozen=True)

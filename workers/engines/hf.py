@@ -133,6 +133,7 @@ class HFEngineCore(SteppedCore[_Live]):
         self._step_sampling: tuple[Tensor, ...] | None = None
         self._step_logprobs: Tensor | None = None
         self._step_logits: Tensor | None = None
+        self._step_top: tuple[Tensor, Tensor] | None = None
         self._capture: dict[Site, Tensor | None] | None = None
         self.forward_passes = 0
         self.steps = 0
@@ -290,6 +291,9 @@ class HFEngineCore(SteppedCore[_Live]):
         n_new = logit_slots.shape[0]
         new_tokens = io.output_ids[0, :n_new].tolist()
         logprobs = self._step_logprobs.tolist() if self._step_logprobs is not None else [0.0] * n_new
+        top_lps, top_ids = (
+            (self._step_top[0].tolist(), self._step_top[1].tolist()) if self._step_top else ([], [])
+        )
         scores = reads.scores.cpu() if reads.scores is not None else None
         lens = {site: (ids.cpu(), probs.cpu()) for site, (ids, probs) in reads.lens.items()}
         bp.update_batch()
@@ -309,8 +313,10 @@ class HFEngineCore(SteppedCore[_Live]):
             if f.has_new_token:
                 token, logprob = new_tokens[out_i], logprobs[out_i]
                 logits = self._logits_row(out_i) if live.req.record_logits else None
+                k = live.req.sampling.top_logprobs
+                top = tuple(zip(top_ids[out_i][:k], top_lps[out_i][:k], strict=True)) if k else ()
                 out_i += 1
-                self._on_token(live, token, logprob, logits, events)
+                self._on_token(live, token, logprob, logits, events, top)
         return True
 
     def _set_layout(self, key: tuple[Any, ...]) -> None:
@@ -374,11 +380,11 @@ class HFEngineCore(SteppedCore[_Live]):
         # new token come first, in batch order. A request whose prefill is split across steps (the
         # step's token budget ran out) has no new token: its row is a stale index, and is dropped.
         logits = scores[0, : temp.shape[0]].float()
-        tokens, logprobs = sampling.sample(
-            logits, temp, top_p, seed, position, forced, self._num_sampling > 0
-        )
-        output_ids[0, : tokens.shape[0]].copy_(tokens.to(output_ids.dtype))
-        self._step_logprobs = logprobs
+        top_k = max((live.req.sampling.top_logprobs for live in self._live.values()), default=0)
+        drawn = sampling.sample(logits, temp, top_p, seed, position, forced, self._num_sampling > 0, top_k)
+        output_ids[0, : drawn.tokens.shape[0]].copy_(drawn.tokens.to(output_ids.dtype))
+        self._step_logprobs = drawn.logprobs
+        self._step_top = drawn.top
         self._step_logits = logits
 
     def close(self) -> None:

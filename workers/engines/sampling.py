@@ -9,6 +9,8 @@ argmax; forced rows (teacher forcing, replay) take the given token.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -33,6 +35,12 @@ def uniform_noise(seed: Tensor, position: Tensor, vocab: int) -> Tensor:
     return (bits.double() + 0.5) / 4294967296.0
 
 
+class Drawn(NamedTuple):
+    tokens: Tensor  # [rows]
+    logprobs: Tensor  # [rows], each token's
+    top: tuple[Tensor, Tensor] | None  # ([rows, k] logprobs, [rows, k] token ids), most likely first
+
+
 def sample(
     logits: Tensor,
     temperature: Tensor,
@@ -41,7 +49,8 @@ def sample(
     position: Tensor,
     forced: Tensor,
     any_sampling: bool,
-) -> tuple[Tensor, Tensor]:
+    top_k: int = 0,
+) -> Drawn:
     """Choose one token per row.
 
     Args:
@@ -52,9 +61,11 @@ def sample(
         position: ``[rows]`` absolute position of the token being sampled.
         forced: ``[rows]`` token to emit instead (-1: none).
         any_sampling: False when every row is greedy (skips the noise entirely).
+        top_k: also return each row's ``top_k`` most likely tokens (0: none), under the same
+            distribution as its token's logprob.
 
     Returns:
-        ``(tokens [rows], logprobs [rows])``; a sampled token's logprob is under its tempered
+        The tokens and their logprobs; a sampled token's logprob is under its tempered
         distribution, a greedy or forced token's under the raw logits.
     """
     logp = torch.log_softmax(logits, dim=-1)
@@ -73,4 +84,8 @@ def sample(
         tokens = torch.where(greedy, tokens, drawn)
         logp = torch.where(greedy[:, None], logp, tempered)
     tokens = torch.where(forced >= 0, forced, tokens)
-    return tokens, logp.gather(1, tokens[:, None]).squeeze(1)
+    top = None
+    if top_k:
+        values, ids = torch.topk(logp, min(top_k, logp.shape[-1]), dim=-1)
+        top = (values, ids)
+    return Drawn(tokens, logp.gather(1, tokens[:, None]).squeeze(1), top)

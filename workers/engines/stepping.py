@@ -235,7 +235,13 @@ class SteppedCore(Generic[LiveT]):
         return live
 
     def _on_token(
-        self, live: LiveT, token: int, logprob: float, logits: tuple[float, ...] | None, events: list[Event]
+        self,
+        live: LiveT,
+        token: int,
+        logprob: float,
+        logits: tuple[float, ...] | None,
+        events: list[Event],
+        top: tuple[tuple[int, float], ...] = (),
     ) -> None:
         if live.finishing is not None:
             # The extra forward that read the last token: its sampled successor is discarded.
@@ -244,7 +250,7 @@ class SteppedCore(Generic[LiveT]):
         req = live.req
         index = len(live.tokens)
         live.tokens.append(token)
-        events.append(TokenEvent(req.request_id, index, live.prompt_len + index, token, logprob, logits))
+        events.append(TokenEvent(req.request_id, index, live.prompt_len + index, token, logprob, logits, top))
         if req.forced_tokens is not None:
             nxt = index + 1
             self._set_forced(live, req.forced_tokens[nxt] if nxt < len(req.forced_tokens) else -1)

@@ -256,14 +256,17 @@ class VLLMEngineCore(SteppedCore[_Live]):
             # One sampled token per request per step (no speculative decoding): its row of the sample.
             i = by_key.get(rid)
             logprob, logits = 0.0, None
+            top: tuple[tuple[int, float], ...] = ()
             if sampled is not None and i is not None:
                 logprob = sampled.logprobs[i]
                 if live.req.record_logits and sampled.logits is not None:
                     logits = tuple(sampled.logits[i].tolist())
+                if k := live.req.sampling.top_logprobs:
+                    top = tuple(zip(sampled.top_ids[i][:k], sampled.top_logprobs[i][:k], strict=True))
             for token in new:
                 if rid not in self._live:
                     break
-                self._on_token(live, token, logprob, logits, events)
+                self._on_token(live, token, logprob, logits, events, top)
             if out.finished and rid in self._live:
                 self._finish(live, live.finishing or "length", events, engine_done=True)
         self._pace(started)
@@ -322,6 +325,8 @@ class VLLMEngineCore(SteppedCore[_Live]):
         )
         rt.num_sampling += s.temperature > 0
         rt.num_recording += req.record_logits
+        if s.top_logprobs:
+            rt.top_logprobs[slot] = s.top_logprobs
         params = SamplingParams(
             # One extra token when the request reads: the forward that feeds the last token reads it.
             max_tokens=s.max_new_tokens + int(live.reads),
@@ -492,6 +497,7 @@ class VLLMEngineCore(SteppedCore[_Live]):
         rt = self.runtime
         rt.num_sampling -= live.req.sampling.temperature > 0
         rt.num_recording -= live.req.record_logits
+        rt.top_logprobs.pop(live.slot, None)
         rt.set_sampling(live.slot, 0.0, 1.0, 0, -1)
 
     def fail_all(self, error: str) -> list[Event]:

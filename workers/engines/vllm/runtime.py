@@ -49,6 +49,8 @@ class Sampled:
     tokens: list[int]
     logprobs: list[float]
     logits: Tensor | None  # [n, vocab] float32 on the host, when a request records logits
+    top_logprobs: list[list[float]]  # [n, k], k the most any live request asked for (0: none)
+    top_ids: list[list[int]]
 
 
 class Runtime:
@@ -80,6 +82,7 @@ class Runtime:
         self.forced = np.full(slots, -1, dtype=np.int64)
         self.num_sampling = 0
         self.num_recording = 0
+        self.top_logprobs: dict[int, int] = {}  # slot -> top_logprobs asked, for the requests asking
         self._tables: tuple[Tensor, ...] | None = None
         # Activations to capture (patch sources): request id -> {site: [row chunks]}.
         self.captures: dict[str, dict[Site, list[Tensor]]] = {}
@@ -231,13 +234,16 @@ class Runtime:
             )
         temp, top_p, seed, forced = (t[self._sample_slots] for t in self._tables)
         logits = logits[:, : self.vocab_size].float()
-        tokens, logprobs = sampling.sample(
-            logits, temp, top_p, seed, self._sample_pos, forced, self.num_sampling > 0
+        top_k = max(self.top_logprobs.values(), default=0)
+        drawn = sampling.sample(
+            logits, temp, top_p, seed, self._sample_pos, forced, self.num_sampling > 0, top_k
         )
         self.sampled = Sampled(
             self._sample_keys,
-            tokens.tolist(),
-            logprobs.tolist(),
+            drawn.tokens.tolist(),
+            drawn.logprobs.tolist(),
             logits.cpu().clone() if self.num_recording else None,
+            drawn.top[0].tolist() if drawn.top else [],
+            drawn.top[1].tolist() if drawn.top else [],
         )
-        return SamplerOutput(sampled_token_ids=tokens.to(torch.int32)[:, None], logprobs_tensors=None)
+        return SamplerOutput(sampled_token_ids=drawn.tokens.to(torch.int32)[:, None], logprobs_tensors=None)
