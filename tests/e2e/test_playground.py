@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from playwright.sync_api import expect
 from support.browser import serious_violations, sign_up
+from support.stops import stop_in
 
 from interventions.probes import LinearProbe
 from interventions.probes import to_safetensors_bytes as probe_bytes
@@ -172,11 +173,7 @@ def test_a_new_user_builds_a_recipe_steers_live_compares_and_resumes(
 
     # A stop sequence: the same turn ends before two characters the control wrote in its first half.
     text = control["text"]
-    stop = next(
-        s
-        for i in range(len(text) // 4, len(text) // 2)
-        if (s := text[i : i + 2]).isprintable() and not {"\\", "\ufffd"} & set(s) and text.find(s) == i
-    )
+    stop = stop_in(text)
     _start_conversation(page)
     _send(page, "Tell me about the sea.", stop=stop)
     stopped = _finished(page, _last_turn_runs(page).first)

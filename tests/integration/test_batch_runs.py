@@ -21,6 +21,7 @@ from channels.layers import InMemoryChannelLayer
 from django.core.exceptions import ValidationError
 from django.test import AsyncClient, Client
 from support.handover import assert_resumed, hand_over
+from support.stops import stop_in
 
 from webapp.jobs import services as jobs
 from webapp.jobs.batch import BatchRun, prompt_seed
@@ -402,14 +403,7 @@ def test_a_batch_run_with_stop_sequences_ends_each_answer_as_its_chat_turn_does(
 
     plain = _jsonl(_client(alice), batch("plain"))
     # Two stop strings from the middle of two answers (each answer's text is random).
-    stop = [
-        next(
-            s
-            for i in range(len(text) // 4, len(text) // 2)
-            if (s := text[i : i + 2]).isprintable() and "\ufffd" not in s and text.find(s) == i
-        )
-        for text in (plain[0]["text"], plain[1]["text"])
-    ]
+    stop = [stop_in(plain[0]["text"]), stop_in(plain[1]["text"])]
     job = batch("stopped", stop=stop)
     assert job.params["sampling"] == {**sampling, "stop": stop}
     lines = _jsonl(_client(alice), job)

@@ -34,7 +34,7 @@ from webapp.jobs.kinds import dataset_rows
 from webapp.jobs.models import Job, JobBatch
 from webapp.jobs.runner import JobContext, JobFailed
 from webapp.playground import stops
-from webapp.playground.execution import generation_request, resolve_refs
+from webapp.playground.execution import decode_text, generation_request, resolve_refs
 from webapp.playground.services import chat_prompt
 from workers.engines.base import Event, FinishedEvent, GenerationRequest, ReadEvent, TokenEvent
 
@@ -55,11 +55,6 @@ def read_columns(spec: dict[str, Any] | None) -> tuple[list[int], list[int]]:
     return probes, lenses
 
 
-def _text(tokenizer: Any, ids: list[int]) -> str:
-    # As a chat run's text: PostgreSQL refuses NUL, so it becomes U+FFFD there too.
-    return str(tokenizer.decode(ids, skip_special_tokens=True)).replace("\x00", "\ufffd")
-
-
 def _result(
     row: tuple[int, str, str],
     prompt_len: int,
@@ -68,18 +63,23 @@ def _result(
     tokenizer: Any,
     columns: tuple[list[int], list[int]] | None,
     stop: list[str],
+    stopped_at: int | None,
 ) -> dict[str, Any]:
+    """``stopped_at``: how many tokens came up to the one that completed a stop string (None:
+    no stop string was generated)."""
     index, prompt, label = row
     tokens = [e for e in events if isinstance(e, TokenEvent)]
     finished = events[-1]
     assert isinstance(finished, FinishedEvent)
-    ids = [e.token_id for e in tokens]
-    reason, text = finished.reason, None
-    if (point := stops.stop_point(ids, lambda some: _text(tokenizer, some), stop)) is not None:
+    reason = finished.reason
+    if stopped_at is not None:
         # As a chat run: it ends at the token that completed the stop string (those the engine
-        # sent before its abort took effect are dropped), its text before the stop string.
-        (kept, text), reason = point, "stop"
-        tokens, ids = tokens[:kept], ids[:kept]
+        # sampled before its finish took effect are dropped), its text before the stop string.
+        tokens, reason = tokens[:stopped_at], "stop"
+    ids = [e.token_id for e in tokens]
+    text = decode_text(tokenizer, ids)
+    if stopped_at is not None:
+        text = text[: stops.cut(text, stop)]
     out: dict[str, Any] = {
         "index": index,
         "prompt": prompt,
@@ -87,7 +87,7 @@ def _result(
         "prompt_tokens": prompt_len,
         "seed": seed,
         "tokens": ids,
-        "text": _text(tokenizer, ids) if text is None else text,
+        "text": text,
         "finish_reason": reason,
         "logprobs": [round(float(e.logprob), 6) for e in tokens],
         "reads": None,
@@ -115,7 +115,7 @@ def _lens(read: ReadEvent | None, index: int, tokenizer: Any) -> dict[str, Any] 
     ids, probs = read.lens[index]
     return {
         "ids": [int(t) for t in ids],
-        "tokens": [_text(tokenizer, [int(t)]) for t in ids],
+        "tokens": [decode_text(tokenizer, [int(t)]) for t in ids],
         "probs": [round(float(p), 6) for p in probs],
     }
 
@@ -178,13 +178,19 @@ class BatchRun:
             )
         columns = read_columns(params["spec"]) if params["reads"] else None
         stop = sampling.get("stop", [])
+        stopped_at: dict[int, int] = {}  # request -> tokens up to its stop string's end
 
-        def until(_: int, ids: list[int]) -> bool:  # end a prompt early once its stop string is out
-            return stops.cut(_text(tokenizer, ids), stop) is not None
+        def until(i: int, ids: list[int]) -> bool:  # end a prompt once its stop string is out
+            if stops.cut(decode_text(tokenizer, ids), stop) is None:
+                return False
+            stopped_at[i] = len(ids)
+            return True
 
         events_of = ctx.run(requests, until if stop else None) if requests else []
-        for (row, prompt, seed), events in zip(planned, events_of, strict=True):
-            results[row[0]] = _result(row, len(prompt), seed, events, tokenizer, columns, stop)
+        for i, ((row, prompt, seed), events) in enumerate(zip(planned, events_of, strict=True)):
+            results[row[0]] = _result(
+                row, len(prompt), seed, events, tokenizer, columns, stop, stopped_at.get(i)
+            )
         info = ctx.model.engine.info()
         batch = {
             "engine": {"engine": info.engine, "version": info.version},

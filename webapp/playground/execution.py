@@ -313,7 +313,7 @@ class _Transcript:
         return table.tobytes()
 
 
-def _decode(tokenizer: Any, ids: list[int]) -> str:
+def decode_text(tokenizer: Any, ids: list[int]) -> str:
     # PostgreSQL's text and jsonb refuse NUL: it becomes U+FFFD, like an undecodable byte.
     return str(tokenizer.decode(ids, skip_special_tokens=True)).replace("\x00", "\ufffd")
 
@@ -323,13 +323,13 @@ def _on_event(event: Any, sink: EventSink, t: _Transcript, tokenizer: Any) -> Fi
         if t.stopped:
             return None
         t.tokens.append(event.token_id)
-        text = _decode(tokenizer, t.tokens)
+        text = decode_text(tokenizer, t.tokens)
         if (end := stops.cut(text, t.stops)) is not None:
             text, t.stopped = text[:end], True
         delta, t.text = text[len(t.text) :], text
         extra: dict[str, Any] = {}
         if event.top:  # asked for (top_logprobs): [token id, its text, logprob], most likely first
-            extra["top"] = [[tid, _decode(tokenizer, [tid]), round(lp, 4)] for tid, lp in event.top]
+            extra["top"] = [[tid, decode_text(tokenizer, [tid]), round(lp, 4)] for tid, lp in event.top]
         sink.emit(
             "token",
             index=event.index,
@@ -345,7 +345,7 @@ def _on_event(event: Any, sink: EventSink, t: _Transcript, tokenizer: Any) -> Fi
         lens = {
             str(i): {
                 "ids": list(ids),
-                "tokens": [_decode(tokenizer, [tid]) for tid in ids],
+                "tokens": [decode_text(tokenizer, [tid]) for tid in ids],
                 "probs": [round(p, 4) for p in probs],
             }
             for i, (ids, probs) in event.lens.items()

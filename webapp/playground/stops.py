@@ -12,7 +12,7 @@ token may hold a stop string and more.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 MAX_STOPS = 4  # as OpenAI
 MAX_STOP_CHARS = 64
@@ -32,21 +32,6 @@ def cut(text: str, stops: Sequence[str]) -> int | None:
     """Where ``text`` ends before its first stop string; None when it holds none."""
     found = [i for s in stops if (i := text.find(s)) >= 0]
     return min(found) if found else None
-
-
-def stop_point(
-    ids: Sequence[int], decode: Callable[[list[int]], str], stops: Sequence[str]
-) -> tuple[int, str] | None:
-    """Where a generation of ``ids`` ends for ``stops`` as the run executor ends it (at the first
-    token whose decoded prefix holds a stop string): the tokens it keeps and its text; None when
-    it generated no stop string. For results known whole (a batch run's)."""
-    if not stops or cut(decode(list(ids)), stops) is None:  # the usual case: one decode
-        return None
-    for kept in range(1, len(ids) + 1):
-        text = decode(list(ids[:kept]))
-        if (end := cut(text, stops)) is not None:
-            return kept, text[:end]
-    return None
 
 
 def held_back(text: str, stops: Sequence[str]) -> int:

@@ -127,6 +127,7 @@ class HFEngineCore(SteppedCore[_Live]):
         self._forced = np.full(slots, -1, dtype=np.int64)
         self._sampling_tables: tuple[Tensor, ...] | None = None
         self._num_sampling = 0
+        self._top_logprobs: dict[int, int] = {}  # slot -> top_logprobs asked, for the requests asking
         self._init_requests()
         self._layout_key: tuple[Any, ...] = ()
         self._layout: tuple[Tensor, Tensor] | None = None
@@ -203,6 +204,8 @@ class HFEngineCore(SteppedCore[_Live]):
             self._seed[slot] = s.seed
             self._forced[slot] = req.forced_tokens[0] if req.forced_tokens else -1
             self._num_sampling += s.temperature > 0
+            if s.top_logprobs:
+                self._top_logprobs[slot] = s.top_logprobs
             self._tables_stale()
             self._manager.add_request(
                 list(req.prompt_tokens), request_id=req.request_id, max_new_tokens=None, eos_token_id=-1
@@ -369,6 +372,7 @@ class HFEngineCore(SteppedCore[_Live]):
         for state in scheduler.clear_cancelled_requests():
             self._bp.offloading_manager.free_request_cpu_cache(state)
         self._num_sampling -= live.req.sampling.temperature > 0
+        self._top_logprobs.pop(live.slot, None)
         self._forced[live.slot] = -1
         self._tables_stale()
 
@@ -380,7 +384,7 @@ class HFEngineCore(SteppedCore[_Live]):
         # new token come first, in batch order. A request whose prefill is split across steps (the
         # step's token budget ran out) has no new token: its row is a stale index, and is dropped.
         logits = scores[0, : temp.shape[0]].float()
-        top_k = max((live.req.sampling.top_logprobs for live in self._live.values()), default=0)
+        top_k = max(self._top_logprobs.values(), default=0)
         drawn = sampling.sample(logits, temp, top_p, seed, position, forced, self._num_sampling > 0, top_k)
         output_ids[0, : drawn.tokens.shape[0]].copy_(drawn.tokens.to(output_ids.dtype))
         self._step_logprobs = drawn.logprobs
