@@ -295,8 +295,8 @@ def safetensors_metadata(data: bytes) -> dict[str, str]:
         )
     try:
         header = json.loads(raw[8 : 8 + header_len].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProbeError(f"invalid safetensors data: header is not JSON ({exc})") from exc
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: hostile nesting
+        raise ProbeError(f"invalid safetensors data: header is not JSON ({type(exc).__name__})") from None
     if not isinstance(header, dict):
         raise ProbeError("invalid safetensors data: header is not a JSON object")
     meta = header.get("__metadata__", {})
@@ -340,8 +340,8 @@ def from_safetensors_bytes(data: bytes) -> LinearProbe:
         )
     try:
         labels = json.loads(meta[_META_LABELS_KEY])
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise ProbeError(f"probe metadata {_META_LABELS_KEY!r} is missing or not JSON") from exc
+    except (KeyError, ValueError, RecursionError):
+        raise ProbeError(f"probe metadata {_META_LABELS_KEY!r} is missing or not JSON") from None
     return LinearProbe(weight, float(bias[0]), _check_labels(labels))
 
 

@@ -1,7 +1,7 @@
 """The browser app (``frontend/``, built by Vite into ``frontend/dist``): its HTML shell at ``/app/``.
 
 Every path under ``/app/`` gets the same shell; the app's router picks the page. The assets are
-static files (``frontend/dist`` is a ``STATICFILES_DIRS`` entry, served by whitenoise). The
+static files (``frontend/dist`` is a ``STATICFILES_DIRS`` entry, served by servestatic). The
 shell sets the CSRF cookie, which the app sends back on every unsafe API call.
 """
 

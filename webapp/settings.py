@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "servestatic",  # its system checks of the static files settings
     "axes",
     "webapp.accounts",
     "webapp.library",
@@ -53,8 +54,9 @@ MIDDLEWARE = [
     "webapp.operations.middleware.probe_middleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files (the browser app's build included) straight from the app server: no separate web
-    # server needed; hashed asset names are cached for a year.
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # server needed; hashed asset names are cached for a year. servestatic (a whitenoise fork) streams
+    # files asynchronously, as the ASGI server wants (whitenoise's sync iterators made Django warn).
+    "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -263,8 +265,8 @@ STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 # shell that webapp.frontend serves at /app/.
 FRONTEND_DIST = Path(env_str("FRONTEND_DIST", str(BASE_DIR / "frontend" / "dist")))
 STATICFILES_DIRS = [FRONTEND_DIST] if FRONTEND_DIST.is_dir() else []
-# Vite names assets by content hash: whitenoise may cache them forever.
-WHITENOISE_IMMUTABLE_FILE_TEST = r"^.+/app/.+-[A-Za-z0-9_-]{8,}\.\w+$"
+# Vite names assets by content hash: servestatic may cache them forever.
+SERVESTATIC_IMMUTABLE_FILE_TEST = r"^.+/app/.+-[A-Za-z0-9_-]{8,}\.\w+$"
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:

@@ -1,16 +1,18 @@
 """What every Steerlab websocket shares: JSON text frames, bounded in size, and error frames.
 
-A frame that is not text, is larger than ``STEERLAB_MAX_FRAME_BYTES`` or is not JSON gets an
-``{type: "error", code, message}`` frame and changes nothing; the socket stays open.
+A frame that is not text, is larger than ``STEERLAB_MAX_FRAME_BYTES``, is not JSON or nests too
+deeply (``webapp.untrusted_json``) gets an ``{type: "error", code, message}`` frame and changes
+nothing; the socket stays open.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+
+from webapp import untrusted_json
 
 
 class JsonFrameConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
@@ -22,9 +24,9 @@ class JsonFrameConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.error("too_large", f"frames are limited to {settings.STEERLAB_MAX_FRAME_BYTES} bytes")
             return
         try:
-            content = json.loads(text_data)
-        except ValueError:
-            await self.error("invalid", "the frame is not valid JSON")
+            content = untrusted_json.loads(text_data)
+        except untrusted_json.UntrustedJsonError as exc:
+            await self.error("invalid", f"the frame is refused: {exc}")
             return
         await self.receive_json(content)
 

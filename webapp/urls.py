@@ -24,6 +24,6 @@ urlpatterns = [
 ]
 
 if settings.DEBUG:
-    # whitenoise serves static files in front of Django; with DEBUG it finds them without
+    # servestatic serves static files in front of Django; with DEBUG it finds them without
     # collectstatic, and Django's own view covers what it misses.
     urlpatterns += staticfiles_urlpatterns()

@@ -31,14 +31,14 @@ from .conftest import (
 )
 
 SITES: tuple[Site, ...] = ((0, "resid_pre"), (1, "resid_post"), (2, "mlp_act"), (3, "attn_out"))
-# float16 keeps 11 significant bits: a value rounds by up to half a unit in its last place
-# (2**-11 relative); two nearly equal values may land one unit (2**-10 relative) apart.
-FP16_RTOL = 2**-10
-FP16_ATOL = 1e-3
+# Collected activations are float32 (as the model computes them on the CPU): the engine's packed,
+# paged forward and transformers' plain one differ only by float32 rounding.
+RTOL = 1e-5
+ATOL = 1e-5
 
 
 def _close(got: torch.Tensor, expected: torch.Tensor, extra: float = 0.0) -> None:
-    torch.testing.assert_close(got.float(), expected.float(), rtol=FP16_RTOL, atol=FP16_ATOL + extra)
+    torch.testing.assert_close(got, expected.float(), rtol=RTOL, atol=ATOL + extra)
 
 
 def _collect(
@@ -66,7 +66,7 @@ def test_collect_returns_the_unsteered_prompts_activations_at_each_site(hf: HFEn
     prompt = random_prompt(1, 9)
     got = _activations(hf, _collect("c", prompt))
     assert set(got) == set(SITES)
-    assert all(t.dtype == torch.float16 and t.device.type == "cpu" for t in got.values())
+    assert all(t.dtype == torch.float32 and t.device.type == "cpu" for t in got.values())
     assert got[(2, "mlp_act")].shape == (9, hf.shape.mlp_size)
     # The residual stream, against transformers' own hidden states (layer L's input is hidden_states[L]).
     model, _ = load_tiny()
@@ -112,6 +112,25 @@ def test_collect_requests_share_the_batch_without_touching_other_requests(hf: HF
         (event,) = [e for e in mixed[f"c{i}"].events if isinstance(e, CollectedEvent)]
         for site in SITES:
             torch.testing.assert_close(event.activations[site], alone[i][site], rtol=0, atol=0)
+
+
+def test_activations_beyond_float16_s_range_are_collected_exactly() -> None:
+    """Residual streams of real models exceed 65504 (float16's largest value): scaled embeddings put
+    this model's there, and every collected value stays finite and equal to transformers'."""
+    model, tokenizer = load_tiny()
+    with torch.no_grad():
+        model.model.embed_tokens.weight.mul_(1e6)
+    prompt = random_prompt(7, 8)
+    with torch.no_grad():  # before the engine hooks the model
+        hidden = model(torch.tensor([prompt]), output_hidden_states=True).hidden_states
+    core = HFEngineCore(model, tokenizer, max_requests=4, num_blocks=8, max_batch_tokens=32)
+    got = _activations(core, _collect("big", prompt, sites=((0, "resid_pre"), (1, "resid_post"))))
+    assert got[(0, "resid_pre")].abs().max() > 65504
+    assert all(torch.isfinite(t).all() for t in got.values())
+    _close(got[(0, "resid_pre")], hidden[0][0])
+    torch.testing.assert_close(
+        got[(1, "resid_post")], hidden[2][0], rtol=RTOL, atol=hidden[2].abs().max() * RTOL
+    )
 
 
 @pytest.mark.parametrize(

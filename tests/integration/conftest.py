@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -336,3 +336,25 @@ def stack_deployment(stack: Stack, db: None) -> Any:
     from webapp.library.services import register_deployment
 
     return register_deployment("tiny", str(build_tiny()), queue_name=stack.queue)
+
+
+@pytest.fixture
+def vllm_deployment(db: None, settings: Any, fresh_channel_layers: None, vllm_core: Any) -> Iterator[Any]:
+    """A deployment ``tiny-vllm`` (engine vllm) served on the embedded stack by the session's vLLM engine."""
+    from interventions.tiny import build_tiny
+    from webapp.library.services import register_deployment
+    from webapp.playground import hosting
+    from workers.engines.loading import HostedModel
+    from workers.engines.threaded import ThreadedEngine
+
+    settings.CELERY_BROKER_URL = ""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    deployment = register_deployment("tiny-vllm", str(build_tiny()), engine="vllm")
+    engine = ThreadedEngine(vllm_core, name="vllm-engine")
+    # Steps that take at least 25 ms, so an adjustment lands during the generation.
+    step_time, vllm_core.min_step_time = vllm_core.min_step_time, 0.025
+    hosting._models["tiny-vllm"] = HostedModel("tiny-vllm", engine, vllm_core.tokenizer)
+    yield deployment
+    hosting._models.pop("tiny-vllm", None)
+    engine.shutdown(close_core=False)  # the session's engine serves the other tests too
+    vllm_core.min_step_time = step_time

@@ -8,11 +8,13 @@ from typing import Any
 
 import pytest
 from django.test import Client
+from django.urls import reverse
 
 from webapp.accounts import services
 from webapp.accounts.models import ApiToken, Invitation, Membership, Role, Team, User
 
 CSRF = "abcdefghijklmnopqrstuvwxyzABCDEF"  # a valid 32-character CSRF secret
+PASSWORD = "correct horse battery staple"  # the people fixtures' (tests/integration/conftest.py)
 
 
 @pytest.fixture
@@ -274,3 +276,38 @@ def test_an_empty_token_name_is_a_400_with_the_services_message(
     assert response.status_code == 400
     assert response.json() == {"detail": "A token name is required."}
     assert not ApiToken.objects.exists()
+
+
+def test_a_token_cannot_mint_tokens_only_a_logged_in_session_can(
+    session: Callable[[User], Client], alice: User
+) -> None:
+    bearer = _bearer(alice)
+    minted = Client().post(
+        "/api/tokens",
+        data={"name": "more"},
+        content_type="application/json",
+        headers={"Authorization": bearer},
+    )
+    assert minted.status_code == 401
+    assert ApiToken.objects.filter(user=alice).count() == 1
+    # The token still reads and revokes (a script may clean up after itself).
+    assert Client().get("/api/tokens", headers={"Authorization": bearer}).status_code == 200
+    assert _send(session(alice), "POST", "/api/tokens", {"name": "laptop"}).status_code == 201
+
+
+def test_changing_the_password_revokes_every_token(alice: User, bob: User) -> None:
+    alices, bobs = _bearer(alice), _bearer(bob)
+    browser = Client()
+    browser.force_login(alice)
+    page = browser.get(reverse("accounts:password_change"))
+    assert "revokes all your API tokens" in page.content.decode()
+    new = "a different horse battery staple"
+    changed = browser.post(
+        reverse("accounts:password_change"),
+        {"old_password": PASSWORD, "new_password1": new, "new_password2": new},
+    )
+    assert changed.status_code == 302
+    assert "API tokens were revoked" in browser.get(changed["Location"]).content.decode()
+    assert Client().get("/api/me", headers={"Authorization": alices}).status_code == 401
+    assert not ApiToken.objects.filter(user=alice, revoked_at__isnull=True).exists()
+    assert Client().get("/api/me", headers={"Authorization": bobs}).status_code == 200  # only hers

@@ -73,6 +73,9 @@ def test_make_demo_serves_the_chat_and_streams_a_generation(tmp_path: Path) -> N
         assert finished["status"] == "done", finished
         seqs = [f["seq"] for f in frames if "seq" in f]
         assert seqs == list(range(1, len(seqs) + 1)), seqs  # each event once, in order
+        # Files are streamed as the ASGI server wants them (asynchronously): Django said otherwise
+        # ("StreamingHttpResponse must consume synchronous iterators") when whitenoise served them.
+        assert not [line for line in output.lines if "StreamingHttpResponse" in line], output.tail()
     finally:
         status = process.poll()
         if status is None:
@@ -114,7 +117,7 @@ def _log_in_and_open_the_chat(base: str, username: str, password: str) -> tuple[
     cookies = {c.name: c.value for c in jar}
     assert "sessionid" in cookies, f"not logged in: {sorted(cookies)}"
 
-    # The app's shell names its built script; the ASGI server serves it itself (whitenoise).
+    # The app's shell names its built script; the ASGI server serves it itself (servestatic).
     script = re.search(r'<script type="module" crossorigin src="(/static/app/[^"]+\.js)"', shell)
     assert script, shell
     with opener.open(base.rstrip("/") + script.group(1), timeout=30) as response:

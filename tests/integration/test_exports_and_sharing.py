@@ -176,6 +176,20 @@ def _swap_vector(values: float) -> Any:
             ),
             "stop is a string or a list of strings",
         ),
+        # Every limit a run started here is held to (the manifest's prompt is 40 tokens or so).
+        (_manifest_edit(prompt_tokens=[5] * 5000), "the limit here is"),
+        (_manifest_edit(messages=[{"role": "user", "content": "x"}] * 300), "more than 256 messages"),
+        (_manifest_edit(messages=[{"role": "user", "content": "x" * 100_001}]), "longer than 100000"),
+        (
+            _manifest_edit(messages=[{"role": "tool", "content": "x"}, {"role": "user", "content": "hi"}]),
+            "role: system|user|assistant",
+        ),
+        (_manifest_edit(tokens=[5] * 13), "more tokens than its max_new_tokens"),
+        (_manifest_edit(adjustments=[{"step": 1, "index": 0, "scale": 1.0}] * 5000), "more than 4096"),
+        (
+            _manifest_edit(sampling={"max_new_tokens": 10**6, "temperature": 0.9, "top_p": 1.0, "seed": 99}),
+            "max_new_tokens must be between 1",
+        ),
         (_swap_vector(0.5), "does not match its content hash"),
         (_swap_vector(float("nan")), "is not a readable vector file"),
     ],

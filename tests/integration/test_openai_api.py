@@ -334,6 +334,8 @@ def _body(**fields: Any) -> dict[str, Any]:
     ("body", "status", "says"),
     [
         ("{not json", 400, "not valid JSON"),
+        ("[" * 30_000 + "]" * 30_000, 400, "nests deeper than"),  # a RecursionError once: a 500
+        (_body(interventions=[json.loads("[" * 40 + "]" * 40)]), 400, "nests deeper than"),
         (_body(frequency_penalty=0.5), 400, "unsupported parameter: frequency_penalty"),
         (_body(n=2), 400, "n must be 1"),
         (_body(stop=["a", "b", "c", "d", "e"]), 400, "at most 4"),
@@ -356,7 +358,11 @@ def _body(**fields: Any) -> dict[str, Any]:
         ),
         (_body(top_p=0), 400, "top_p"),
         (_body(seed=-1), 400, "seed"),
-        (_body(max_tokens=10**6), 429, "max_new_tokens"),
+        (_body(max_tokens=10**6), 400, "max_tokens is too large: 1000000"),
+        (_body(max_completion_tokens=10**6), 400, "max_completion_tokens is too large"),
+        (_body(max_tokens=0), 400, "Invalid 'max_tokens': integer below minimum value"),
+        (_body(max_tokens=-1), 400, "Expected a value >= 1, but got -1 instead"),
+        (_body(max_completion_tokens=0), 400, "Invalid 'max_completion_tokens'"),
         (_body(recipe="12@x"), 400, "'<recipe id>@<version>'"),
         (_body(recipe="999999"), 404, "no recipe that you can see"),
         (_body(interventions=[{"op": "explode", "layer": 0}]), 400, "interventions[0]"),

@@ -21,7 +21,7 @@ from webapp.playground import services
 from webapp.playground.execution import _on_event, _Transcript, execute_run
 from webapp.playground.hosting import get_host
 from webapp.playground.models import Run, RunEvent, RunStatus
-from webapp.playground.stops import Release
+from webapp.playground.textstream import TextStream
 from workers.engines.base import ReadEvent, TokenEvent
 
 pytestmark = [pytest.mark.timeout(300)]
@@ -60,11 +60,12 @@ def test_a_run_stops_at_the_first_stop_string_and_its_stream_never_shows_one(
     pieces: list[str], stops: list[str]
 ) -> None:
     tokenizer, sink = _Tokenizer(pieces), _Sink()
-    t = _Transcript(prompt_len=3, probe_columns=[0], stops=tuple(stops))
+    t = _Transcript(prompt_len=3, probe_columns=[0], text_stream=TextStream(tokenizer, stops))
     for i in range(len(pieces)):
         # The engine may send a token and its reads after the stop (the abort takes a step).
         _on_event(TokenEvent("r", i, 3 + i, i, -0.5), sink, t, tokenizer)
         _on_event(ReadEvent("r", 3 + i, {0: 0.5}, {}), sink, t, tokenizer)
+    tail = t.text_stream.end()
 
     # The tokens end with the first one that completes a stop string; the text ends before it.
     whole = "".join(pieces)
@@ -77,17 +78,16 @@ def test_a_run_stops_at_the_first_stop_string_and_its_stream_never_shows_one(
     assert t.text == text[:first] == whole[:first]
     assert sorted(t.reads) == [3 + i for i in range(kept)]  # none for a dropped token
 
-    # The token frames' texts start with the text (those sent before the stop string was whole
-    # may hold its start); the stream shows none of a stop string.
+    # The token frames' texts and the tail join to the text, and no prefix of the stream shows
+    # any part of a stop string.
     tokens = [f for f in sink.frames if f["type"] == "token"]
     assert [f["index"] for f in tokens] == list(range(kept))
-    assert "".join(f["text"] for f in tokens).startswith(t.text)
-    release, shown = Release(stops), ""
+    shown = ""
     for frame in tokens:
-        shown += release.push(frame["text"])
+        shown += frame["text"]
         assert t.text.startswith(shown)
         assert not any(s in shown for s in stops)
-    assert shown + release.end(t.text) == t.text
+    assert shown + tail == t.text
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,12 +1,12 @@
 """A deployment registered with ``engine="vllm"`` serves live chat through the same worker host.
 
 The session's one vLLM engine (tests/conftest.py) is handed to this process's host under the
-deployment's name, as ``load_model`` would have built it, so the session still builds one engine.
+deployment's name, as ``load_model`` would have built it, so the session still builds one engine
+(the ``vllm_deployment`` fixture, tests/integration/conftest.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,28 +16,9 @@ from webapp.asgi import application
 from webapp.playground import hosting, services
 from webapp.playground.examples import create_example_recipe
 from webapp.playground.models import Run, RunStatus
-from workers.engines.loading import ENGINES, HostedModel, load_vllm_model
-from workers.engines.threaded import ThreadedEngine
+from workers.engines.loading import ENGINES, load_vllm_model
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
-
-
-@pytest.fixture
-def vllm_deployment(db: None, settings: Any, fresh_channel_layers: None, vllm_core: Any) -> Iterator[Any]:
-    from interventions.tiny import build_tiny
-    from webapp.library.services import register_deployment
-
-    settings.CELERY_BROKER_URL = ""
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    deployment = register_deployment("tiny-vllm", str(build_tiny()), engine="vllm")
-    engine = ThreadedEngine(vllm_core, name="vllm-engine")
-    # Steps that take at least 25 ms, so an adjustment lands during the generation.
-    step_time, vllm_core.min_step_time = vllm_core.min_step_time, 0.025
-    hosting._models["tiny-vllm"] = HostedModel("tiny-vllm", engine, vllm_core.tokenizer)
-    yield deployment
-    hosting._models.pop("tiny-vllm", None)
-    engine.shutdown(close_core=False)  # the session's engine serves the other tests too
-    vllm_core.min_step_time = step_time
 
 
 def test_the_deployment_setting_selects_the_vllm_loader() -> None:

@@ -251,6 +251,14 @@ def revoke_api_token(user: User, token: ApiToken) -> None:
         log.info("accounts.api_token_revoked", extra={"user_id": user.pk, "token_id": token.pk})
 
 
+def revoke_all_api_tokens(user: User) -> int:
+    """Revoke every live token of ``user`` (their password changed: whoever held the old one may
+    hold a token too); how many."""
+    count = ApiToken.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    log.info("accounts.api_tokens_revoked", extra={"user_id": user.pk, "count": count})
+    return count
+
+
 def authenticate_api_token(raw: str) -> User | None:
     """The active user owning this token, or None for an unknown, revoked or malformed token."""
     if not raw.startswith(API_TOKEN_PREFIX):

@@ -14,6 +14,7 @@ from ninja.pagination import paginate
 
 from webapp.accounts import services
 from webapp.accounts.models import ApiToken, Invitation, Membership, Role, Team, User
+from webapp.api.auth import BrowserSessionAuth
 from webapp.api.pagination import BoundedLimitOffsetPagination
 
 router = Router(tags=["accounts"])
@@ -227,8 +228,11 @@ def list_tokens(request: HttpRequest) -> object:
     return services.api_tokens_of(_user(request))
 
 
-@router.post("/tokens", response={201: TokenCreatedOut, 400: DetailOut})
+# A logged-in session only: a token (leaked, or held by a script) must not mint more tokens.
+@router.post("/tokens", response={201: TokenCreatedOut, 400: DetailOut}, auth=BrowserSessionAuth())
 def create_token(request: HttpRequest, payload: TokenIn) -> Status[object]:
+    """Create a personal API token (shown once). Needs the browser's session, not a token; changing
+    the password revokes every token."""
     token, raw = services.create_api_token(_user(request), name=payload.name)
     return Status(201, {**TokenOut.model_validate(token).model_dump(), "token": raw})
 

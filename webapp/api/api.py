@@ -17,41 +17,25 @@ from typing import Any
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
-from ninja.security import HttpBearer, SessionAuth
+from ninja.parser import Parser
 
-from webapp.accounts.services import authenticate_api_token
+from webapp import untrusted_json
+from webapp.api.auth import ApiTokenAuth, BrowserSessionAuth
 from webapp.playground.services import PlaygroundError
 
 
-class ApiTokenAuth(HttpBearer):
-    """``Authorization: Bearer stl_...``: a personal API token (unknown or revoked -> not authenticated)."""
+class UntrustedJsonParser(Parser):
+    """Request bodies through ``webapp.untrusted_json``: nesting is bounded (a 400, never a 500)."""
 
-    openapi_scheme = "bearer"
-
-    def authenticate(self, request: HttpRequest, token: str) -> Any:
-        return authenticate_api_token(token)
-
-
-class BrowserSessionAuth(SessionAuth):
-    """The session cookie, with CSRF enforced on unsafe methods (``SessionAuth(csrf=True)``).
-
-    The CSRF check runs only for a logged-in session: a request without one carries no ambient
-    credential to abuse, and must get 401 (not authenticated) rather than 403.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(csrf=True)
-
-    def _get_key(self, request: HttpRequest) -> str | None:
-        if not request.user.is_authenticated:
-            return None
-        return super()._get_key(request)
+    def parse_body(self, request: HttpRequest) -> Any:
+        return untrusted_json.loads(request.body)
 
 
 api = NinjaAPI(
     title="Steerlab",
     version="1",
     urls_namespace="api",
+    parser=UntrustedJsonParser(),
     # Token first: a script that sends a valid token is never asked for a CSRF token.
     auth=[ApiTokenAuth(), BrowserSessionAuth()],
 )

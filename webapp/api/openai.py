@@ -31,15 +31,16 @@ import pydantic
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 from pydantic import BaseModel, ConfigDict, Field
 
+from webapp import untrusted_json
 from webapp.accounts.models import User
 from webapp.accounts.services import authenticate_api_token
-from webapp.playground import completions, hosting, services, stops
+from webapp.playground import completions, hosting, services
 from webapp.playground.follow import follow_run
 from webapp.playground.models import Run
 from webapp.playground.services import PlaygroundError
@@ -84,8 +85,9 @@ class ChatCompletionIn(BaseModel):
     messages: list[MessageIn]
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
+    # OpenAI refuses a limit below 1 (400, its "integer_below_min_value"); so does Steerlab.
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = None
     top_p: float | None = None
     seed: int | None = None
@@ -103,6 +105,14 @@ class ChatCompletionIn(BaseModel):
     def completion(self) -> completions.Completion:
         if self.n not in (None, 1):
             raise PlaygroundError("invalid", "n must be 1: one completion per request")
+        limit = settings.STEERLAB_MAX_NEW_TOKENS
+        for name in ("max_completion_tokens", "max_tokens"):
+            value = getattr(self, name)
+            if value is not None and value > limit:
+                raise ParamError(
+                    name,
+                    f"{name} is too large: {value}. This model supports at most {limit} completion tokens",
+                )
         if self.top_logprobs and not self.logprobs:
             raise PlaygroundError("invalid", "top_logprobs needs logprobs: true")
         defaults = services.Sampling()
@@ -146,8 +156,16 @@ def error(
     return JsonResponse(body, status=status)
 
 
+class ParamError(PlaygroundError):
+    """A refused request parameter, named in the error's ``param`` (as OpenAI names it)."""
+
+    def __init__(self, param: str, message: str, code: str = "invalid_value") -> None:
+        super().__init__(code, message)
+        self.param = param
+
+
 def refused(exc: PlaygroundError) -> JsonResponse:
-    return error(STATUS.get(exc.code, 400), exc.message, code=exc.code)
+    return error(STATUS.get(exc.code, 400), exc.message, code=exc.code, param=getattr(exc, "param", None))
 
 
 def _invalid_body(exc: pydantic.ValidationError) -> JsonResponse:
@@ -155,6 +173,14 @@ def _invalid_body(exc: pydantic.ValidationError) -> JsonResponse:
     param = ".".join(str(p) for p in first["loc"]) or None
     if first["type"] == "extra_forbidden":
         return error(400, f"unsupported parameter: {param}", param=param, code="unsupported_parameter")
+    if first["type"] == "greater_than_equal":  # OpenAI's words for a number under its minimum
+        minimum, got = first.get("ctx", {}).get("ge"), first.get("input")
+        return error(
+            400,
+            f"Invalid '{param}': integer below minimum value. Expected a value >= {minimum}, but got {got} instead.",
+            param=param,
+            code="integer_below_min_value",
+        )
     return error(400, f"{param}: {first['msg']}" if param else first["msg"], param=param, code="invalid")
 
 
@@ -200,9 +226,9 @@ async def _body(request: HttpRequest) -> Any:
     except RequestDataTooBig:
         raise PlaygroundError("too_large", "the request body is too large") from None
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise PlaygroundError("invalid", "the request body is not valid JSON") from None
+        return untrusted_json.loads(raw)
+    except untrusted_json.UntrustedJsonError as exc:
+        raise PlaygroundError("invalid", f"the request body is refused: {exc}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,8 +272,6 @@ class _Answer:
 
     def __init__(self, run: Run, model: str, want_reads: bool, want_logprobs: bool) -> None:
         self.run = run
-        # Streamed content never shows a stop string, nor the start of one until it is not.
-        self.release = stops.Release(run.sampling.get("stop", ()))
         self.id = f"chatcmpl-{run.pk}"
         self.model = model
         self.created = int(time.time())
@@ -397,8 +421,9 @@ async def _stream(answer: _Answer, include_usage: bool) -> AsyncIterator[str]:
                 continue
             if frame["type"] == "token":
                 logprobs = {"content": [answer.logprobs[-1]]} if answer.want_logprobs else None
-                content = answer.release.push(frame["text"])
-                yield answer.chunk({"content": content}, logprobs=logprobs, extension=extension)
+                # A token's text never splits a character nor shows a stop string (the executor
+                # holds such text back until it is whole or cannot be one): it is sent as it is.
+                yield answer.chunk({"content": frame["text"]}, logprobs=logprobs, extension=extension)
             else:
                 yield answer.chunk({}, extension=extension)
         if answer.failed:
@@ -413,8 +438,8 @@ async def _stream(answer: _Answer, include_usage: bool) -> AsyncIterator[str]:
                 }
             )
             return
-        if rest := answer.release.end(answer.content):  # a held-back tail that was no stop string
-            yield answer.chunk({"content": rest})
+        if tail := (answer.finish or {}).get("tail"):  # what the token frames held back, at the end
+            yield answer.chunk({"content": tail})
         yield answer.chunk({}, finish=answer.finish_reason, extension=answer.extension(with_reads=False))
         if include_usage:
             yield _event(
@@ -448,6 +473,8 @@ async def chat_completions(request: HttpRequest, user: User) -> HttpResponse:
         return _invalid_body(exc)
     except PlaygroundError as exc:
         return refused(exc)
+    except PermissionDenied as exc:  # a reference the user can no longer see (ReferenceRefused)
+        return error(403, str(exc), type_="permission_error", code="forbidden")
     answer = _Answer(run, body.model, body.reads, bool(body.logprobs))
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

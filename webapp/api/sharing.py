@@ -25,6 +25,7 @@ class ShareLinkOut(Schema):
     id: int
     kind: str  # run or board
     target_id: int
+    created_by: str  # the username of who made it (a board's editors list each other's links)
     created_at: datetime
     revoked_at: datetime | None
 
@@ -55,10 +56,19 @@ def _user(request: HttpRequest) -> User:
     return user
 
 
+def _link_out(link: ShareLink) -> dict[str, Any]:
+    return {
+        "id": link.pk,
+        "kind": link.kind,
+        "target_id": link.target_id,
+        "created_by": link.created_by.get_username(),
+        "created_at": link.created_at,
+        "revoked_at": link.revoked_at,
+    }
+
+
 def _new(link: ShareLink, raw: str) -> Status[object]:
-    return Status(
-        201, {**ShareLinkOut.model_validate(link).model_dump(), "token": raw, "path": f"/app/shared/{raw}"}
-    )
+    return Status(201, {**_link_out(link), "token": raw, "path": f"/app/shared/{raw}"})
 
 
 @router.post("/runs/{run_id}/share", response={201: NewShareLinkOut, **DENIED})
@@ -75,13 +85,13 @@ def share_board(request: HttpRequest, board_id: int) -> Status[object]:
 
 @router.get("/share-links", response=list[ShareLinkOut])
 def list_share_links(request: HttpRequest) -> Any:
-    return services.links_of(_user(request))
+    return [_link_out(link) for link in services.links_of(_user(request))]
 
 
 @router.delete("/share-links/{link_id}", response={204: None, **DENIED})
 def revoke_share_link(request: HttpRequest, link_id: int) -> Status[None]:
     user = _user(request)
-    services.revoke(user, services.own_link(user, link_id))
+    services.revoke(user, services.manageable_link(user, link_id))
     return Status(204, None)
 
 

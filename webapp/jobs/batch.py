@@ -33,9 +33,9 @@ from django.conf import settings
 from webapp.jobs.kinds import dataset_rows
 from webapp.jobs.models import Job, JobBatch
 from webapp.jobs.runner import JobContext, JobFailed
-from webapp.playground import stops
 from webapp.playground.execution import decode_text, generation_request, resolve_refs
 from webapp.playground.services import chat_prompt
+from webapp.playground.textstream import text_of
 from workers.engines.base import Event, FinishedEvent, GenerationRequest, ReadEvent, TokenEvent
 
 BATCH_PROMPTS = 16  # prompts per stored batch, generated together (fixed: resumption relies on it)
@@ -77,9 +77,7 @@ def _result(
         # sampled before its finish took effect are dropped), its text before the stop string.
         tokens, reason = tokens[:stopped_at], "stop"
     ids = [e.token_id for e in tokens]
-    text = decode_text(tokenizer, ids)
-    if stopped_at is not None:
-        text = text[: stops.cut(text, stop)]
+    text, _ = text_of(tokenizer, ids, stop)  # as a chat turn's stream gives it
     out: dict[str, Any] = {
         "index": index,
         "prompt": prompt,
@@ -181,9 +179,10 @@ class BatchRun:
         stopped_at: dict[int, int] = {}  # request -> tokens up to its stop string's end
 
         def until(i: int, ids: list[int]) -> bool:  # end a prompt once its stop string is out
-            if stops.cut(decode_text(tokenizer, ids), stop) is None:
+            _, at = text_of(tokenizer, ids, stop)
+            if at is None:
                 return False
-            stopped_at[i] = len(ids)
+            stopped_at[i] = at
             return True
 
         events_of = ctx.run(requests, until if stop else None) if requests else []

@@ -1,7 +1,7 @@
 """What each kind of job computes: its batches on the engine, and what it makes from them.
 
 * ``build_vector``: contrastive pairs -> activations of both sides at the chosen layers (last
-  token or mean, float16) -> ``from_contrastive`` (mean difference or PCA) -> a library vector
+  token or mean, float32) -> ``from_contrastive`` (mean difference or PCA) -> a library vector
   whose provenance names the job, dataset and method.
 * ``train_probe``: labelled prompts -> activations at one site -> ``train_probe`` with a stratified
   held-out split -> a library probe whose metrics are the held-out ones (with bootstrap intervals).

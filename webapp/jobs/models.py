@@ -13,7 +13,9 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
+from webapp.library import references
 from webapp.library.models import Dataset, ModelDeployment, Owned, Probe, SteeringVector
+from webapp.library.references import Reference
 
 
 class JobKind(models.TextChoices):
@@ -77,6 +79,21 @@ class Job(Owned):
     @property
     def active(self) -> bool:
         return self.status in ACTIVE_JOB_STATUSES
+
+    def references(self) -> set[Reference]:
+        """The library objects this job uses, read from its pinned params whatever its kind: its
+        dataset, a sweep's vector, the probes it scores with, a batch run's recipe and its spec's
+        vectors and probes."""
+        params = self.params
+        out = references.of_spec(params.get("spec"), params.get("content_hashes"))
+        if self.dataset_id is not None:
+            out.add(Reference("dataset", self.dataset_id))
+        if params.get("vector_id") is not None:
+            out.add(Reference("vector", int(params["vector_id"])))
+        out.update(Reference("probe", int(probe["id"])) for probe in params.get("probes", []))
+        if params.get("recipe"):
+            out.add(Reference("recipe", int(params["recipe"]["id"])))
+        return out
 
 
 class JobBatch(models.Model):

@@ -30,6 +30,7 @@ from interventions.plan import Site
 from webapp import leases
 from webapp.jobs.models import Job, JobBatch, JobStatus
 from webapp.leases import LeaseLost
+from webapp.library.references import ReferenceRefused, check_references
 from webapp.playground.execution import Outcome, load_deployment, worker_id
 from workers.drain import draining
 from workers.engines.base import Collect, CollectedEvent, Event, FinishedEvent, GenerationRequest, Reduce
@@ -96,7 +97,7 @@ class JobContext:
     def collect(
         self, prompts: list[tuple[int, ...]], sites: list[Site], reduce: Reduce
     ) -> list[dict[Site, torch.Tensor]]:
-        """Each prompt's unsteered activations at ``sites`` (float16), one forward pass per prompt."""
+        """Each prompt's unsteered activations at ``sites`` (float32), one forward pass per prompt."""
         requests = [
             GenerationRequest(self.request_id(), p, collect=Collect(tuple(sites), reduce)) for p in prompts
         ]
@@ -150,6 +151,8 @@ def execute_job(job_id: int, host: EngineHost, *, worker: str | None = None) -> 
     held = Job.objects.filter(pk=job_id, status=JobStatus.RUNNING, lease_owner=worker, attempt=attempt)
     log.info("jobs.claimed", extra={"job": job_id, "attempt": attempt, "worker": worker})
     try:
+        # Rights may have been lost since the job was queued (or last ran): check again.
+        check_references(job.owner, job.references())
         kind = kind_of(job.kind)
         model = host.model(job.deployment.name, lambda: load_deployment(job.deployment))
         ctx = JobContext(job, host, model, attempt, renew)
@@ -199,7 +202,7 @@ def execute_job(job_id: int, host: EngineHost, *, worker: str | None = None) -> 
         log.warning("jobs.lease_lost", extra={"job": job_id, "error": str(exc)})
         return Outcome(status[0] if status else "skipped", str(exc))
     except Exception as exc:
-        expected = isinstance(exc, (JobFailed, ValueError))
+        expected = isinstance(exc, (JobFailed, ReferenceRefused, ValueError))
         if not expected:
             log.exception("jobs.failed", extra={"job": job_id})
         message = str(exc) if expected else f"{type(exc).__name__}: {exc}"

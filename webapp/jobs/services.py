@@ -36,6 +36,7 @@ from webapp.library.models import (
     RecipeVersion,
     SteeringVector,
 )
+from webapp.library.references import check_references
 from webapp.playground.exports import model_entry
 from webapp.playground.services import PlaygroundError, check_overrides, check_token_budget, stop_sequences
 
@@ -113,6 +114,7 @@ def binary_labels(dataset: Dataset, positive: Any, field: str = "positive_label"
     return (labels[0] if positive == labels[1] else labels[1]), positive
 
 
+@transaction.atomic
 def create_job(
     user: User,
     deployment: ModelDeployment,
@@ -138,7 +140,7 @@ def create_job(
         dataset=dataset,
         board=board,
     )
-    transaction.on_commit(lambda: _dispatch(job.pk))
+    dispatch_on_commit(job, user)
     log.info("jobs.created", extra={"job": job.pk, "kind": kind, "user_id": user.pk})
     return job
 
@@ -150,10 +152,18 @@ def _check_quota(user: User) -> None:
         raise PlaygroundError("quota", f"you have {limit} jobs queued or running: wait for one to end")
 
 
-def _dispatch(job_id: int) -> None:
+def dispatch_on_commit(job: Job, user: User) -> None:
+    """Hand ``job`` to a worker once the transaction commits: the one path every job takes.
+
+    The person starting or resuming it and the job's owner (whose rights it runs under) must
+    both still see every object it uses; a refusal names it and, raised inside the caller's
+    transaction, writes nothing. The worker checks again when it claims the job.
+    """
     from webapp.jobs.dispatch import dispatch_job
 
-    dispatch_job(job_id)
+    for person in {user.pk: user, job.owner_id: job.owner}.values():
+        check_references(person, job.references())
+    transaction.on_commit(lambda: dispatch_job(job.pk))
 
 
 @transaction.atomic
@@ -567,7 +577,7 @@ def resume_job(user: User, job: Job) -> Job:
         status=JobStatus.QUEUED, attempt=0, error="", finished_at=None, lease_owner=""
     ):
         raise ValidationError(f"Only a failed or cancelled job can be resumed; job {job.pk} is {job.status}.")
-    transaction.on_commit(lambda: _dispatch(job.pk))
+    dispatch_on_commit(job, user)
     job.refresh_from_db()
     return job
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
+from webapp import untrusted_json
 from webapp.library.uploads import UploadError, max_upload_bytes
 
 __all__ = [
@@ -137,9 +138,9 @@ def _parse_jsonl(text: str, kind: str | None) -> ParsedDataset:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+            record = untrusted_json.loads(line)
+        except untrusted_json.UntrustedJsonError as exc:
+            raise DatasetError(f"line {number}: {exc}") from None
         if not isinstance(record, dict):
             raise DatasetError(f"line {number}: expected a JSON object, got {type(record).__name__}")
         if kind is None:

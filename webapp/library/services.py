@@ -115,6 +115,14 @@ def visible_to(user: User | Any, queryset: QuerySet[OwnedT]) -> QuerySet[OwnedT]
     return queryset.filter(public | Q(owner=user) | Q(visibility=Visibility.TEAM, team_id__in=teams))
 
 
+def editable_by(user: User | Any, queryset: QuerySet[OwnedT]) -> QuerySet[OwnedT]:
+    """The objects of ``queryset`` that ``user`` may change (``can_edit`` as a filter)."""
+    if not _authenticated(user):
+        return queryset.none()
+    teams = Membership.objects.filter(user=user, role__in=_EDITOR_ROLES).values("team_id")
+    return queryset.filter(Q(owner=user) | (~Q(visibility=Visibility.PRIVATE) & Q(team_id__in=teams)))
+
+
 def get_visible(user: User | Any, model: type[OwnedT], pk: int) -> OwnedT:
     """The ``model`` object with this pk if ``user`` may see it, else ``model.DoesNotExist``
     (the same for a missing and a hidden object: a 404 that reveals nothing)."""
@@ -513,7 +521,7 @@ def probe_data(obj: Probe) -> ProbeData:
 # --------------------------------------------------------------------------------------------
 # Recipes
 # --------------------------------------------------------------------------------------------
-def _refs(spec: RecipeSpec) -> list[tuple[str, str, str]]:
+def spec_refs(spec: RecipeSpec) -> list[tuple[str, str, str]]:
     """Every (path, kind, id) the spec references, kind being ``vector`` or ``probe``."""
     out: list[tuple[str, str, str]] = []
     for i, item in enumerate(spec.interventions):
@@ -548,7 +556,7 @@ def _resolve_refs(
 ) -> tuple[dict[str, VectorData | ProbeData], dict[str, SteeringVector | Probe]]:
     errors: dict[str, list[str]] = {}
     objects: dict[str, SteeringVector | Probe] = {}
-    for path, kind, ref in _refs(spec):
+    for path, kind, ref in spec_refs(spec):
         found: SteeringVector | Probe | None = objects.get(ref)
         if found is None:
             match = _ID.fullmatch(ref)

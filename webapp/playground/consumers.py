@@ -26,6 +26,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.cache import cache
+from django.core.exceptions import PermissionDenied
 
 from webapp.operations.metrics import observe_stream_lag
 from webapp.playground import hosting, services
@@ -91,6 +92,8 @@ class ConversationConsumer(JsonFrameConsumer):
             await getattr(self, f"on_{kind}")(content, ref)
         except PlaygroundError as exc:
             await self.error(exc.code, exc.message, ref)
+        except PermissionDenied as exc:  # a reference the user can no longer see (ReferenceRefused)
+            await self.error("forbidden", str(exc), ref)
         except Exception:
             log.exception("playground.message_failed", extra={"type": kind})
             await self.error("server_error", "the server could not handle this message", ref)

@@ -30,10 +30,11 @@ from interventions.spec import Adjustment, parse_recipe
 from webapp import leases
 from webapp.leases import LeaseLost
 from webapp.library.models import PROBE_PREFIX, VECTOR_PREFIX, ModelDeployment, Probe, SteeringVector
+from webapp.library.references import check_references
 from webapp.library.services import probe_data, vector_data
-from webapp.playground import stops
 from webapp.playground.models import Message, Run, RunEvent, RunStatus
 from webapp.playground.services import control_group, conversation_group, engine_status_key
+from webapp.playground.textstream import TextStream, clean
 from workers.engines.base import (
     AdjustedEvent,
     FinishedEvent,
@@ -292,13 +293,20 @@ class EventSink:
 class _Transcript:
     prompt_len: int
     probe_columns: list[int]
+    text_stream: TextStream  # the answer's text, given out a token frame at a time
     tokens: list[int] = field(default_factory=list)
-    text: str = ""
     reads: dict[int, dict[int, float]] = field(default_factory=dict)
     adjustments: list[dict[str, Any]] = field(default_factory=list)
     engine: dict[str, str] = field(default_factory=dict)
-    stops: tuple[str, ...] = ()
-    stopped: bool = False  # a stop string was generated: what the engine sends after it is dropped
+
+    @property
+    def text(self) -> str:
+        return self.text_stream.text
+
+    @property
+    def stopped(self) -> bool:
+        """A stop string was generated: what the engine sends after it is dropped."""
+        return self.text_stream.stopped
 
     def reads_blob(self) -> bytes:
         if not self.probe_columns or not self.reads:
@@ -314,8 +322,8 @@ class _Transcript:
 
 
 def decode_text(tokenizer: Any, ids: list[int]) -> str:
-    # PostgreSQL's text and jsonb refuse NUL: it becomes U+FFFD, like an undecodable byte.
-    return str(tokenizer.decode(ids, skip_special_tokens=True)).replace("\x00", "\ufffd")
+    """Token ids as text, each on its own (a top-k alternative's, a lens' token)."""
+    return clean(str(tokenizer.decode(ids, skip_special_tokens=True)))
 
 
 def _on_event(event: Any, sink: EventSink, t: _Transcript, tokenizer: Any) -> FinishedEvent | None:
@@ -323,10 +331,7 @@ def _on_event(event: Any, sink: EventSink, t: _Transcript, tokenizer: Any) -> Fi
         if t.stopped:
             return None
         t.tokens.append(event.token_id)
-        text = decode_text(tokenizer, t.tokens)
-        if (end := stops.cut(text, t.stops)) is not None:
-            text, t.stopped = text[:end], True
-        delta, t.text = text[len(t.text) :], text
+        delta = t.text_stream.push(event.token_id)
         extra: dict[str, Any] = {}
         if event.top:  # asked for (top_logprobs): [token id, its text, logprob], most likely first
             extra["top"] = [[tid, decode_text(tokenizer, [tid]), round(lp, 4)] for tid, lp in event.top]
@@ -392,7 +397,7 @@ def execute_run(run_id: int, host: EngineHost, *, worker: str | None = None) -> 
         if attempt is None:
             return Outcome(*leases.refusal(Run, run_id, "run"))
         log.info("playground.run_claimed", extra={"run": run_id, "attempt": attempt, "worker": worker})
-        run = Run.objects.select_related("deployment").get(pk=run_id)
+        run = Run.objects.select_related("deployment", "user", "recipe_version").get(pk=run_id)
         with host.running():
             outcome = _generate(run, attempt, worker, host, stream)
         _safely(record_engine_status, host, run.deployment.name)
@@ -430,18 +435,20 @@ def _generate(run: Run, attempt: int, worker: str, host: EngineHost, stream: Any
     sink = EventSink(host, run.pk, run.conversation_id, attempt)
     sink.emit("started", run_kind=run.kind, prompt_tokens=len(run.prompt_tokens))
     try:
+        # Rights may have been lost since the run was queued (or first attempted): check again.
+        check_references(run.user, run.references())
         model = host.model(run.deployment.name, lambda: load_deployment(run.deployment))
         _safely(record_engine_status, host, run.deployment.name)
         request = build_request(run, host, model, attempt)
         transcript = _Transcript(
             len(run.prompt_tokens),
             sorted({p.index for p in request.recipe.probes}),
-            stops=tuple(run.sampling.get("stop", ())),
+            TextStream(model.tokenizer, run.sampling.get("stop", ())),
         )
         info = model.engine.info()
         transcript.engine = {"engine": info.engine, "version": info.version}
         stream.submit(model, request)
-    except Exception as exc:  # bad stored data, a missing tensor, a refused request
+    except Exception as exc:  # a reference no longer visible, bad stored data, a refused request
         log.warning("playground.run_refused", extra={"run": run_id, "error": str(exc)})
         return _finish(run, attempt, worker, sink, None, "error", str(exc))
     renew_every = settings.STEERLAB_RUN_LEASE_SECONDS / 3
@@ -487,7 +494,12 @@ def _finish(
     # too). "finished" is saved with the run's final state and published after it, so a client
     # that sees it finds the run finished in the database (and may replay it at once).
     sink.writer.flush()
-    final = sink.frame("finished", status=status, reason=reason, text=t.text if t else "", error=error)
+    # ``tail``: the text the token frames held back (the end of a character split over tokens, the
+    # start of a stop string that never came): the frames' texts and the tail join to ``text``.
+    tail = t.text_stream.end() if t is not None else ""
+    final = sink.frame(
+        "finished", status=status, reason=reason, text=t.text if t else "", tail=tail, error=error
+    )
     with transaction.atomic():
         fields: dict[str, Any] = {
             "status": status,

@@ -26,10 +26,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from interventions import probes as probe_io
 from interventions import vectors as vector_io
+from webapp import untrusted_json
 from webapp.accounts.models import User
 from webapp.library.models import PROBE_PREFIX, VECTOR_PREFIX, ModelDeployment, Probe, SteeringVector
 from webapp.library.services import can_view, upload_probe, upload_vector, validate_recipe_spec, visible_to
-from webapp.playground.models import Conversation, Message, Run, RunStatus, Source
+from webapp.playground.completions import MAX_CHARS, MAX_MESSAGES
+from webapp.playground.models import Conversation, Message, Role, Run, RunStatus, Source
 from webapp.playground.services import PlaygroundError, Sampling, check_overrides, not_found, stop_sequences
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 FORMAT = "steerlab.run"
 FORMAT_VERSION = 1
 EXPORTABLE = (RunStatus.DONE, RunStatus.STOPPED)
+MAX_ADJUSTMENTS = 4096  # an imported run's adjustment log (a live run's grows one entry a message)
 MAX_MEMBERS = 258  # the manifest and at most 256 tensors (a recipe has at most 64 interventions)
 
 
@@ -203,7 +206,9 @@ def _read_archive(data: bytes) -> tuple[Manifest, dict[str, bytes]]:
     if "manifest.json" not in names:
         raise PlaygroundError("invalid", "the export has no manifest.json")
     try:
-        manifest = Manifest.model_validate_json(archive.read("manifest.json"))
+        manifest = Manifest.model_validate(untrusted_json.loads(archive.read("manifest.json")))
+    except untrusted_json.UntrustedJsonError as exc:
+        raise PlaygroundError("invalid", f"manifest.json: {exc}") from None
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "manifest"
@@ -310,6 +315,35 @@ def _adjustments(spec: dict[str, Any] | None, log_: list[dict[str, Any]], steps:
     return out
 
 
+def _check_limits(manifest: Manifest) -> None:
+    """An imported run is held to the limits of a run started here: its prompt's length in tokens,
+    its messages' number, roles and length, and its adjustment log's size (max_new_tokens and the
+    sampling ranges are checked by ``Sampling.resolved``)."""
+    limit = settings.STEERLAB_MAX_PROMPT_TOKENS
+    if len(manifest.prompt_tokens) > limit:
+        raise PlaygroundError(
+            "invalid",
+            f"the export's prompt is {len(manifest.prompt_tokens)} tokens long; the limit here is {limit}",
+        )
+    if len(manifest.messages) > MAX_MESSAGES:
+        raise PlaygroundError("invalid", f"the export has more than {MAX_MESSAGES} messages")
+    if any(m.get("role") not in Role.values or set(m) - {"role", "content"} for m in manifest.messages):
+        raise PlaygroundError(
+            "invalid", "each message of the export is {role: system|user|assistant, content}"
+        )
+    if (
+        sum(len(m.get("content", "")) for m in manifest.messages) > MAX_CHARS
+        or len(manifest.text) > MAX_CHARS
+    ):
+        raise PlaygroundError(
+            "invalid", f"the export's messages or answer are longer than {MAX_CHARS} characters"
+        )
+    if len(manifest.adjustments) > MAX_ADJUSTMENTS:
+        raise PlaygroundError(
+            "invalid", f"the export's adjustment log holds more than {MAX_ADJUSTMENTS} entries"
+        )
+
+
 @transaction.atomic
 def import_run(user: User, data: bytes) -> Run:
     """A finished run in ``user``'s account rebuilt from an export (nothing is written if it is refused)."""
@@ -319,6 +353,7 @@ def import_run(user: User, data: bytes) -> Run:
         raise PlaygroundError("invalid", "the export has token ids outside the model's vocabulary")
     if not manifest.prompt_tokens or not manifest.messages or manifest.messages[-1].get("role") != "user":
         raise PlaygroundError("invalid", "the export has no prompt")
+    _check_limits(manifest)
     s = manifest.sampling
     try:
         sampling = Sampling(
@@ -331,6 +366,8 @@ def import_run(user: User, data: bytes) -> Run:
         ).resolved()
     except (KeyError, TypeError, ValueError):
         raise PlaygroundError("invalid", "the export's sampling parameters are incomplete") from None
+    except PlaygroundError as exc:  # out of this site's ranges: the export is what is wrong
+        raise PlaygroundError("invalid", f"the export's sampling: {exc.message}") from None
     spec, hashes = None, {}
     if manifest.spec is not None:
         copies = {
@@ -347,6 +384,8 @@ def import_run(user: User, data: bytes) -> Run:
         spec = parsed.model_dump(mode="json")
         hashes = {ref: obj.content_hash for ref, obj in sorted(objects.items())}
     overrides = check_overrides(spec, manifest.overrides)
+    if len(manifest.tokens) > sampling["max_new_tokens"]:
+        raise PlaygroundError("invalid", "the export has more tokens than its max_new_tokens allows")
     adjustments = _adjustments(spec, manifest.adjustments, sampling["max_new_tokens"])
     conversation = Conversation.objects.create(
         owner=user,

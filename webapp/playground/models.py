@@ -14,7 +14,9 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from webapp.library import references
 from webapp.library.models import ModelDeployment, RecipeVersion
+from webapp.library.references import Reference
 
 
 class Source(models.TextChoices):
@@ -150,6 +152,13 @@ class Run(models.Model):
     @property
     def active(self) -> bool:
         return self.status in ACTIVE_STATUSES
+
+    def references(self) -> set[Reference]:
+        """The library objects this run uses: its recipe, and every vector and probe of its spec."""
+        out = references.of_spec(self.spec, self.content_hashes)
+        if self.recipe_version_id is not None:
+            out.add(Reference("recipe", self.recipe_version.recipe_id))  # type: ignore[union-attr]
+        return out
 
 
 class RunEvent(models.Model):

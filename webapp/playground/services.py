@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from webapp.accounts.models import User
 from webapp.library.models import ModelDeployment, RecipeVersion
+from webapp.library.references import check_references
 from webapp.library.services import can_view
 from webapp.playground import stops
 from webapp.playground.models import (
@@ -434,8 +435,15 @@ def replay_run(user: User, run: Run) -> Run:
 
 
 def dispatch_on_commit(runs: list[Run]) -> None:
+    """Hand ``runs`` to a worker once the transaction commits: the one path every run takes.
+
+    First each run's user must still see every object it uses (a refusal names it and, raised
+    inside the caller's transaction, writes nothing); the worker checks again when it claims it.
+    """
     from webapp.playground.dispatch import dispatch_run
 
+    for run in runs:
+        check_references(run.user, run.references())
     for run in runs:
         transaction.on_commit(lambda run_id=run.pk: dispatch_run(run_id))
 

@@ -2,9 +2,9 @@
 
 The executor (``cut``) ends the run at the token that completes a stop string; the answer's text
 ends before the match. The tokens that made the match stay in the transcript: they were
-generated, and a replay regenerates them. Token frames carry each token's text up to the cut, so
-a stream that must never show a stop string (the OpenAI API's) holds back any tail that could
-still become one (``Release``) and gives it out once it cannot.
+generated, and a replay regenerates them. No stream ever shows a stop string: token frames hold
+back any tail that could still become one (``held_back``) and give it out once it cannot
+(``webapp.playground.textstream``).
 
 Matching is on the decoded text, not on tokens: a stop string may span several tokens, and a
 token may hold a stop string and more.
@@ -43,27 +43,3 @@ def held_back(text: str, stops: Sequence[str]) -> int:
                 longest = n
                 break
     return longest
-
-
-class Release:
-    """What of a run's streamed text may be shown: everything but a tail that may begin a stop."""
-
-    def __init__(self, stops: Sequence[str]) -> None:
-        self.stops = tuple(stops)
-        self.text = ""  # the token frames' texts, joined
-        self.shown = 0  # characters of ``text`` given out
-
-    def push(self, delta: str) -> str:
-        """Take a token frame's text; what may be shown now (often all of it, maybe nothing)."""
-        self.text += delta
-        end = len(self.text) - held_back(self.text, self.stops)
-        out = self.text[self.shown : end] if end > self.shown else ""
-        self.shown = max(self.shown, end)
-        return out
-
-    def end(self, final: str) -> str:
-        """The rest of the run's final text (its ``finished`` frame's, cut before any stop)."""
-        shown = self.text[: self.shown]
-        # The executor's final decode can differ from its per-token deltas (a multi-byte
-        # character split over tokens): nothing shown can be taken back, so only a tail is added.
-        return final[len(shown) :] if final.startswith(shown) else ""

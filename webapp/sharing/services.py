@@ -1,17 +1,22 @@
-"""Share links for runs and boards: made by who may share the object, revocable, read-only."""
+"""Share links for runs and boards: made by who may share the object, revocable, read-only.
+
+Whoever can edit an object lists and revokes every link to it, whoever made it (a board's owner
+sees the links its team's editors made). A link resolves only while its creator can still see
+its object: rights lost after the fact end the links they gave.
+"""
 
 from __future__ import annotations
 
 import logging
 import secrets
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from webapp.accounts.models import User
 from webapp.accounts.services import hash_token
 from webapp.compare.models import Board
-from webapp.library.services import can_edit
+from webapp.library.services import can_edit, can_view, editable_by
 from webapp.playground.models import Run
 from webapp.playground.services import PlaygroundError, not_found
 from webapp.sharing.models import ShareLink
@@ -46,10 +51,18 @@ def share_board(user: User, board: Board) -> tuple[ShareLink, str]:
 
 
 def links_of(user: User) -> QuerySet[ShareLink]:
-    return ShareLink.objects.filter(created_by=user)
+    """The links ``user`` lists and may revoke: those they made, and every link to an object they
+    can edit (their runs; boards they own or edit with their team), whoever made it."""
+    boards = editable_by(user, Board.objects.all())
+    return (
+        ShareLink.objects.filter(Q(created_by=user) | Q(run__user=user) | Q(board__in=boards))
+        .select_related("created_by")
+        .distinct()
+    )
 
 
-def own_link(user: User, link_id: int) -> ShareLink:
+def manageable_link(user: User, link_id: int) -> ShareLink:
+    """A link ``user`` may revoke (see ``links_of``); others' read as unknown."""
     found = links_of(user).filter(pk=link_id).first()
     if found is None:
         raise not_found("share link")
@@ -57,12 +70,12 @@ def own_link(user: User, link_id: int) -> ShareLink:
 
 
 def revoke(user: User, link: ShareLink) -> None:
-    if link.created_by_id != user.pk:
+    if not links_of(user).filter(pk=link.pk).exists():
         raise not_found("share link")
     if link.revoked_at is None:
         link.revoked_at = timezone.now()
         link.save(update_fields=["revoked_at"])
-        log.info("sharing.link_revoked", extra={"link": link.pk})
+        log.info("sharing.link_revoked", extra={"link": link.pk, "by": user.pk})
 
 
 def resolve(raw: str) -> ShareLink:
@@ -70,10 +83,18 @@ def resolve(raw: str) -> ShareLink:
     if not raw.startswith(TOKEN_PREFIX) or len(raw) > 100:
         raise not_found("shared page")
     link = (
-        ShareLink.objects.select_related("run__prompt_message", "run__deployment", "board")
+        ShareLink.objects.select_related("run__prompt_message", "run__deployment", "board", "created_by")
         .filter(token_hash=hash_token(raw), revoked_at__isnull=True)
         .first()
     )
-    if link is None:
+    if link is None or not _creator_can_view(link):
         raise not_found("shared page")
     return link
+
+
+def _creator_can_view(link: ShareLink) -> bool:
+    """A link shows only what its creator may still see: one who lost the object (removed from
+    its team, the object made private) no longer shares it."""
+    if link.run is not None:
+        return link.run.user_id == link.created_by_id
+    return link.board is not None and can_view(link.created_by, link.board)

@@ -137,7 +137,7 @@ class AdjustedEvent:
 
 @dataclass(frozen=True)
 class CollectedEvent:
-    """A collect request's activations by site, float16 on the CPU: ``[width]`` for ``last`` and
+    """A collect request's activations by site, float32 on the CPU: ``[width]`` for ``last`` and
     ``mean``, ``[prompt, width]`` for ``none``."""
 
     request_id: str

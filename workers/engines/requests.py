@@ -87,7 +87,11 @@ def _validate_collect(req: GenerationRequest, shape: ModelShape) -> None:
 
 
 def collected_event(request_id: str, collect: Collect, captured: Mapping[Site, Tensor]) -> CollectedEvent:
-    """A collect request's event from each site's ``[prompt, width]`` activations (float16, CPU)."""
+    """A collect request's event from each site's ``[prompt, width]`` activations (float32, CPU).
+
+    float32, not float16: residual streams of real models exceed float16's 65504 (it would store
+    ``inf``), and vectors built from them are compared with other tools to 1e-5.
+    """
     out: dict[Site, Tensor] = {}
     for site in collect.sites:
         rows = captured[site].float()
@@ -95,7 +99,7 @@ def collected_event(request_id: str, collect: Collect, captured: Mapping[Site, T
             rows = rows[-1]
         elif collect.reduce == "mean":
             rows = rows.mean(0)
-        out[site] = rows.to(torch.float16).cpu()
+        out[site] = rows.cpu()
     return CollectedEvent(request_id, out)
 
 

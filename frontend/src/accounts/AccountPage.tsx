@@ -79,7 +79,8 @@ function ApiTokens() {
   return (
     <Panel title="API tokens">
       <p className="meta">
-        Scripts authenticate with a personal token: <code>Authorization: Bearer stl_…</code>.
+        Scripts authenticate with a personal token: <code>Authorization: Bearer stl_…</code>. Tokens are made here,
+        while logged in (a token cannot make another), and changing your password revokes all of them.
       </p>
       <Notice>{action.error}</Notice>
       <Notice tone="success">{action.done}</Notice>

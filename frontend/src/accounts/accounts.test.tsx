@@ -131,8 +131,8 @@ describe("AccountPage's share links", () => {
       if (route === "GET /api/tokens") return paged([]);
       if (route === "GET /api/share-links") {
         return json(200, [
-          { id: 2, kind: "run", target_id: 7, created_at: when, revoked_at: revoked },
-          { id: 1, kind: "board", target_id: 3, created_at: when, revoked_at: when },
+          { id: 2, kind: "run", target_id: 7, created_by: "alice", created_at: when, revoked_at: revoked },
+          { id: 1, kind: "board", target_id: 3, created_by: "bob", created_at: when, revoked_at: when },
         ]);
       }
       if (route === "DELETE /api/share-links/2") {
@@ -147,9 +147,9 @@ describe("AccountPage's share links", () => {
     const table = await screen.findByRole("table", { name: "Share links" });
     const stamp = new Date(when).toLocaleString();
     expect(within(table).getAllByRole("row").map((r) => r.textContent)).toEqual([
-      "KindTargetCreatedStatusActions",
-      `runrun #7${stamp}liveRevoke`,
-      `boardboard #3${stamp}revoked ${stamp}`,
+      "KindTargetMade byCreatedStatusActions",
+      `runrun #7alice${stamp}liveRevoke`,
+      `boardboard #3bob${stamp}revoked ${stamp}`,
     ]);
     expect(screen.queryByRole("button", { name: "Revoke the link to board #3" })).toBeNull();
 
@@ -158,7 +158,7 @@ describe("AccountPage's share links", () => {
     expect(confirm).toHaveBeenCalledWith("Revoke the share link to run #7? Anyone opening it will be told it was revoked.");
     expect(requests.filter((r) => r.method === "DELETE").map((r) => new URL(r.url).pathname)).toEqual(["/api/share-links/2"]);
     await waitFor(() => {
-      expect(within(table).getAllByRole("row")[1]?.textContent).toBe(`runrun #7${stamp}revoked ${stamp}`);
+      expect(within(table).getAllByRole("row")[1]?.textContent).toBe(`runrun #7alice${stamp}revoked ${stamp}`);
     });
   });
 });

@@ -54,7 +54,9 @@ export type RunFrame =
       lens: Record<string, LensRead>;
     })
   | (RunFrameBase & { type: "adjusted" } & LoggedAdjustment)
-  | (RunFrameBase & { type: "finished"; status: string; reason: string; text: string; error: string });
+  // `tail`: text the token frames held back until the end (the rest of a character split over
+  // tokens, the start of a stop string that never came); absent in runs stored before it existed.
+  | (RunFrameBase & { type: "finished"; status: string; reason: string; text: string; tail?: string; error: string });
 
 export type ServerFrame =
   | RunFrame

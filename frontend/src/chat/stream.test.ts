@@ -59,6 +59,23 @@ describe("chatReducer", () => {
     expect(state.pending).toEqual({});
   });
 
+  it("ends the last token with the finished frame's tail: the tokens' texts join to the run's text", () => {
+    // "é" is two bytes: its first token shows nothing until the second completes it; a run that
+    // ends mid-character gives the held-back rest (as the stored text has it) in the tail.
+    const state = play(
+      [
+        token(7, 1, 0, "caf"),
+        token(7, 2, 1, ""),
+        token(7, 3, 2, "é"),
+        token(7, 4, 3, ""),
+        { type: "finished", run: 7, attempt: 1, seq: 5, status: "done", reason: "length", text: "café\ufffd", tail: "\ufffd", error: "" },
+      ],
+      started(),
+    );
+    expect(state.runs[7]?.tokens).toEqual(["caf", "", "é", "\ufffd"]);
+    expect(state.runs[7]?.tokens.join("")).toBe("café\ufffd");
+  });
+
   it("drops duplicates: a resume that re-sends frames already seen changes nothing", () => {
     const live = play([token(7, 1, 0, "a"), token(7, 2, 1, "b")], started());
     const resumed = play([token(7, 1, 0, "a"), token(7, 2, 1, "b"), token(7, 3, 2, "c")], live);

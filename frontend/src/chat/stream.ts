@@ -121,6 +121,12 @@ function applyRunFrame(run: RunState, frame: RunFrame): RunState {
     }
     case "finished":
       next = { ...next, status: frame.status, detail: frame.reason, error: frame.error };
+      if (frame.tail && next.tokens.length > 0) {
+        // The token frames' texts and the tail join to the run's text: the tail ends the last token.
+        const tokens = [...next.tokens];
+        tokens[tokens.length - 1] = (tokens[tokens.length - 1] ?? "") + frame.tail;
+        next.tokens = tokens;
+      }
       if (next.tokens.length === 0) next.storedText = frame.text;
       break;
   }

@@ -1,5 +1,6 @@
-// The account's share links: what each opens, when it was made, whether it still works, and
-// Revoke for the live ones (their tokens are never listed: each was shown once, when made).
+// The account's share links: what each opens, who made it, when, whether it still works, and
+// Revoke for the live ones (their tokens are never listed: each was shown once, when made). They
+// are the links this person made and every link to a run or board they can edit, whoever made it.
 import { api, unwrap } from "../api/client";
 import type { Schemas } from "../api/client";
 import { useAction } from "../api/useAction";
@@ -27,7 +28,10 @@ export function ShareLinksPanel() {
 
   return (
     <Panel title="Share links">
-      <p className="meta">Read-only links to your runs and boards, which open without logging in.</p>
+      <p className="meta">
+        Read-only links that open without logging in: those you made, and every link to your runs and to the boards
+        you can edit, whoever made it. A link stops working when its maker can no longer see what it shows.
+      </p>
       <Notice>{list.error || action.error}</Notice>
       <Notice tone="success">{action.done}</Notice>
       {list.loading && !list.data ? <Loading what="share links" /> : null}
@@ -39,6 +43,7 @@ export function ShareLinksPanel() {
             <tr>
               <th scope="col">Kind</th>
               <th scope="col">Target</th>
+              <th scope="col">Made by</th>
               <th scope="col">Created</th>
               <th scope="col">Status</th>
               <th scope="col">Actions</th>
@@ -49,6 +54,7 @@ export function ShareLinksPanel() {
               <tr key={link.id}>
                 <td>{link.kind}</td>
                 <td>{target(link)}</td>
+                <td>{link.created_by}</td>
                 <td>{formatDate(link.created_at)}</td>
                 <td>
                   {link.revoked_at ? (
