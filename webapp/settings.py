@@ -100,6 +100,18 @@ try:
     )
 except ValueError as exc:  # dj-database-url raises ValueError on unknown schemes
     raise ImproperlyConfigured(f"DATABASE_URL is not a usable database URL: {exc}") from None
+if _database["ENGINE"] == "django.db.backends.sqlite3" and _database["NAME"] != ":memory:":
+    # The embedded default serves many people from one file: the web requests, the run threads and
+    # the event writer all write to it. WAL lets readers and one writer work at once; IMMEDIATE
+    # takes the write lock when a transaction starts (a deferred one that reads and then writes
+    # fails at once with "database is locked" when another writer got there first, whatever the
+    # timeout); a writer waits up to STEERLAB_SQLITE_TIMEOUT seconds for its turn.
+    _database["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": env_int("STEERLAB_SQLITE_TIMEOUT", 30, minimum=1),
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        **_database.get("OPTIONS", {}),
+    }
 DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -77,6 +77,25 @@ def test_debug_has_a_development_key_and_no_https_redirect() -> None:
     assert result.stdout.strip() == "True False False True"
 
 
+def test_a_sqlite_file_is_opened_for_concurrent_writers(tmp_path: Path) -> None:
+    """WAL, immediate transactions and a busy timeout (test_concurrent_users.py shows why)."""
+    script = (
+        "from django.db import connection as c; c.ensure_connection(); cur = c.cursor(); "
+        "print(cur.execute('PRAGMA journal_mode').fetchone()[0], cur.execute('PRAGMA busy_timeout').fetchone()[0], "
+        "c.settings_dict['OPTIONS']['transaction_mode'])"
+    )
+    result = _manage(
+        "shell",
+        "--no-imports",
+        "-c",
+        script,
+        DEBUG="true",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'x.sqlite3'}",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "wal 30000 IMMEDIATE"
+
+
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
