@@ -8,5 +8,13 @@ export default defineConfig({
   base: "/static/",
   plugins: [react()],
   build: { outDir: "dist", emptyOutDir: true, sourcemap: true, assetsDir: "app" },
-  test: { environment: "jsdom", include: ["src/**/*.test.{ts,tsx}"], setupFiles: ["src/test-setup.ts"] },
+  test: {
+    environment: "jsdom",
+    include: ["src/**/*.test.{ts,tsx}"],
+    setupFiles: ["src/test-setup.ts"],
+    // A page test types, waits for fake responses and re-renders: seconds on a loaded 2-core laptop
+    // (the default 5 s failed there). The limits catch a hang, not a slow machine.
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+  },
 });

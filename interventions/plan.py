@@ -32,6 +32,7 @@ from interventions.spec import (
     Adjustment,
     Clamp,
     Gate,
+    Intervention,
     Patch,
     PositionIndices,
     Positions,
@@ -364,20 +365,53 @@ def compile_recipe(
     probes: list[CompiledProbe] = []
     lenses: list[CompiledLens] = []
     for i, item in enumerate(recipe.interventions):
-        # Error paths build their messages; the common path stays free of string work (plan_us).
-        where = _Where(i)
-        site: Site = (_normalize_layer(item.layer, shape, where), item.point)
-        if not isinstance(item.positions, str):
-            _check_positions(item.positions, where)
-        op = item.op
-        if op == "probe":
-            data = _probe(resolved, item.probe, site, shape, where.at("probe"), model)  # type: ignore[union-attr]
-            probes.append(CompiledProbe(i, site, data.key, data.weight, data.bias, item.name, item.positions))  # type: ignore[union-attr]
-        elif op == "logit_lens":
-            lenses.append(CompiledLens(i, site, item.k, item.positions))  # type: ignore[union-attr]
+        lowered = _lower(i, item, shape, resolved, model)
+        if isinstance(lowered, CompiledProbe):
+            probes.append(lowered)
+        elif isinstance(lowered, CompiledLens):
+            lenses.append(lowered)
         else:
-            lanes.append(_LOWER[op](item, i, site, shape, resolved, where, model))
+            lanes.append(lowered)
     return CompiledRecipe(tuple(lanes), tuple(probes), tuple(lenses), len(recipe.interventions))
+
+
+def recipe_problems(
+    recipe: Recipe, shape: ModelShape, resolved: Resolved, *, model: str | None = None
+) -> list[str]:
+    """Every intervention's problem, where ``compile_recipe`` stops at the first: an editor shows
+    them all at once. Each message names its intervention (``interventions[i]``); empty: it compiles.
+
+    Args:
+        recipe: the parsed recipe.
+        shape: layers and widths of the model.
+        resolved: every vector/probe reference of the recipe, resolved.
+        model: the deployment the request runs on.
+    """
+    problems = []
+    for i, item in enumerate(recipe.interventions):
+        try:
+            _lower(i, item, shape, resolved, model)
+        except RecipeError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def _lower(
+    i: int, item: Intervention, shape: ModelShape, resolved: Resolved, model: str | None
+) -> CompiledLane | CompiledProbe | CompiledLens:
+    # Error paths build their messages; the common path stays free of string work (plan_us).
+    where = _Where(i)
+    site: Site = (_normalize_layer(item.layer, shape, where), item.point)
+    if not isinstance(item.positions, str):
+        _check_positions(item.positions, where)
+    op = item.op
+    if op == "probe":
+        data = _probe(resolved, item.probe, site, shape, where.at("probe"), model)  # type: ignore[union-attr]
+        return CompiledProbe(i, site, data.key, data.weight, data.bias, item.name, item.positions)  # type: ignore[union-attr]
+    if op == "logit_lens":
+        return CompiledLens(i, site, item.k, item.positions)  # type: ignore[union-attr]
+    lane: CompiledLane = _LOWER[op](item, i, site, shape, resolved, where, model)
+    return lane
 
 
 def _gate(

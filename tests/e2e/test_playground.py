@@ -104,7 +104,7 @@ def _build_recipe(page: Any, model: dict[str, Any], artifacts: Path) -> None:
     _choose_first(probe.get_by_label("Probe", exact=True))
     _add(page, "logit_lens")
 
-    # A layer out of range: the server's message appears at the field, and nothing is created.
+    # A layer out of range: the message appears at the field, and nothing is created.
     steer.get_by_label("Layer").fill("99")
     page.get_by_role("button", name="Create recipe").click()
     expect(steer.locator(".field-error")).to_contain_text("layer")
@@ -263,3 +263,39 @@ def test_a_new_user_builds_a_recipe_steers_live_compares_and_resumes(
     cells = run.locator(".tok")
     expect(cells).to_have_count(MAX_TOKENS)
     assert "".join(cells.all_text_contents()) == logged["text"]
+
+
+def test_the_recipe_form_never_saves_a_value_that_was_not_typed(page: Any) -> None:
+    """A cleared scale, 1e400, empty dimension indices and an empty slice start: each is an error
+    at its field, all shown at once, and nothing is created; once fixed, what was typed is saved."""
+    sign_up(page, "typist")
+    page.goto("/app/recipes/new")
+    page.get_by_label("Name", exact=True).fill("typed values")
+    first, second = _add(page, "ablate"), _add(page, "ablate")
+    first.get_by_label("Scale").fill("")
+    first.get_by_label("Positions").select_option("slice")
+    first.get_by_label("Start").fill("")
+    second.get_by_label("Scale").fill("1e400")
+    second.get_by_label("Dimensions").select_option("list")
+    page.get_by_role("button", name="Create recipe").click()
+
+    expect(page.get_by_text("4 fields need a valid value before the recipe can be saved")).to_be_visible()
+    expect(first.get_by_text("The scale is required")).to_be_visible()
+    expect(first.get_by_text("The slice's start is required")).to_be_visible()
+    expect(
+        second.get_by_text("The scale must be a number from -10000 to 10000, not “1e400”.")
+    ).to_be_visible()
+    expect(second.get_by_text(re.compile(r"^Dimension indices: "))).to_be_visible()
+    assert page.url.endswith("/app/recipes/new")
+    assert page.request.get("/api/recipes").json()["count"] == 0
+
+    first.get_by_label("Scale").fill("0.5")
+    first.get_by_label("Start").fill("1")
+    second.get_by_label("Scale").fill("1")
+    second.get_by_label("Dimension indices").fill("3, 4")
+    page.get_by_role("button", name="Create recipe").click()
+    page.wait_for_url(re.compile(r".*/app/recipes/\d+$"))
+    recipe = int(page.url.rsplit("/", 1)[1])
+    spec = page.request.get(f"/api/recipes/{recipe}/versions/1").json()["spec"]["interventions"]
+    assert (spec[0]["scale"], spec[0]["positions"]) == (0.5, {"start": 1, "stop": None, "step": 1})
+    assert (spec[1]["scale"], spec[1]["dims"]) == (1.0, [3, 4])

@@ -110,3 +110,25 @@ def test_recipe_validation_errors_are_keyed_by_field_and_nothing_is_created(
     assert any(key.startswith("interventions[") for key in keys), body
     assert all(isinstance(m, str) for messages in body["errors"].values() for m in messages)
     assert not Recipe.objects.filter(owner=alice).exists()
+
+
+def test_every_intervention_s_problem_comes_back_at_once(alice: Any, tiny_deployment: Any) -> None:
+    """Not only the first: an editor shows each at its field."""
+    vector = _vector(alice, tiny_deployment, "v", {1: torch.ones(tiny_deployment.hidden_size)})
+    spec = {
+        "interventions": [
+            {"op": "steer", "vector": vector.public_id, "layer": 99, "scale": 2.0},
+            {"op": "logit_lens", "layer": 1, "k": 3},
+            {"op": "ablate", "dims": [10**4], "layer": 1},
+            {"op": "steer", "vector": vector.public_id, "layer": 1, "positions": {"start": 5, "stop": 2}},
+        ]
+    }
+    response = _client(alice).post(
+        "/api/recipes", {"deployment": "tiny", "name": "bad", "spec": spec}, content_type="application/json"
+    )
+    assert response.status_code == 400, response.content
+    assert sorted(response.json()["errors"]) == [
+        "interventions[0].layer",
+        "interventions[2].dims",
+        "interventions[3].positions",
+    ]

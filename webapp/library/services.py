@@ -45,7 +45,7 @@ from django.utils.text import slugify
 
 from interventions import probes as probe_io
 from interventions import vectors as vector_io
-from interventions.plan import ProbeData, RecipeError, VectorData, compile_recipe
+from interventions.plan import ProbeData, RecipeError, VectorData, compile_recipe, recipe_problems
 from interventions.spec import Recipe as RecipeSpec
 from interventions.spec import parse_recipe
 from webapp.accounts.models import Membership, Role, Team, User
@@ -604,14 +604,20 @@ def validate_recipe_spec(
     except pydantic.ValidationError as exc:
         raise _pydantic_errors(exc) from exc
     resolved, objects = _resolve_refs(user, deployment, spec)
+    # Every intervention's problem at once (an editor shows each at its field), then the whole.
+    errors: dict[str, list[str]] = {}
+    for message in recipe_problems(spec, deployment.shape, resolved, model=deployment.name):
+        path, sep, rest = message.partition(": ")
+        if sep and path.startswith("interventions["):
+            errors.setdefault(path, []).append(rest)
+        else:
+            errors.setdefault("spec", []).append(message)
+    if errors:
+        raise ValidationError(errors)
     try:
         compile_recipe(spec, deployment.shape, resolved, model=deployment.name)
     except RecipeError as exc:
-        message = str(exc)
-        path, sep, rest = message.partition(": ")
-        if sep and path.startswith("interventions["):
-            raise ValidationError({path: [rest]}) from exc
-        raise ValidationError({"spec": [message]}) from exc
+        raise ValidationError({"spec": [str(exc)]}) from exc
     return spec, objects
 
 

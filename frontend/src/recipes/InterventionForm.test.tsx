@@ -57,15 +57,52 @@ describe("InterventionForm", () => {
     expect(onChange).toHaveBeenLastCalledWith({ op: "probe", layer: 3, probe: "prb_4" });
   });
 
-  it("edits the layer, a negative one included, reporting only whole numbers", async () => {
+  it("edits the layer, a negative one included; text that is no layer stays text", async () => {
     const { form, onChange } = setup(steer);
     const layer = within(form).getByLabelText<HTMLInputElement>("Layer");
     await userEvent.clear(layer);
-    expect(onChange).not.toHaveBeenCalled(); // an empty field is not a layer
-    await userEvent.type(layer, "-2");
+    expect(onChange).toHaveBeenLastCalledWith({ ...steer, layer: "" }); // cleared: not 1, not 0
+    await userEvent.type(layer, "-");
+    expect(onChange).toHaveBeenLastCalledWith({ ...steer, layer: "-" });
+    await userEvent.type(layer, "2");
     expect(layer.value).toBe("-2");
-    expect(onChange).toHaveBeenCalledTimes(1); // "-" alone is not a number either
     expect(onChange).toHaveBeenLastCalledWith({ ...steer, layer: -2 });
+    await userEvent.type(layer, ".5");
+    expect(onChange).toHaveBeenLastCalledWith({ ...steer, layer: "-2.5" }); // not a whole number
+  });
+
+  it("keeps what was typed in the scale: cleared, 1e400, a number", async () => {
+    const { form, onChange } = setup(steer);
+    const scale = within(form).getByLabelText<HTMLInputElement>("Scale");
+    await userEvent.clear(scale);
+    expect(onChange).toHaveBeenLastCalledWith({ ...steer, scale: "" });
+    await userEvent.type(scale, "1e400");
+    expect(scale.value).toBe("1e400");
+    expect(onChange).toHaveBeenLastCalledWith({ ...steer, scale: "1e400" });
+    await userEvent.clear(scale);
+    await userEvent.type(scale, "2.");
+    expect(scale.value).toBe("2."); // what is typed stays as typed
+    expect(onChange).toHaveBeenLastCalledWith({ ...steer, scale: 2 });
+  });
+
+  it("listed dimensions start empty and keep what was typed", async () => {
+    const { form, onChange } = setup({ op: "ablate", layer: 1, dims: "all", scale: 1 });
+    await userEvent.selectOptions(within(form).getByLabelText("Dimensions"), "list");
+    expect(onChange).toHaveBeenLastCalledWith({ op: "ablate", layer: 1, dims: "", scale: 1 }); // never [0]
+    const dims = within(form).getByLabelText<HTMLInputElement>("Dimension indices");
+    expect(dims.value).toBe("");
+    await userEvent.type(dims, "3, 5");
+    expect(onChange).toHaveBeenLastCalledWith({ op: "ablate", layer: 1, dims: [3, 5], scale: 1 });
+    await userEvent.clear(dims);
+    expect(onChange).toHaveBeenLastCalledWith({ op: "ablate", layer: 1, dims: "", scale: 1 });
+  });
+
+  it("an emptied slice start stays empty (an error), an emptied stop means none", async () => {
+    const { form, onChange } = setup({ ...steer, positions: { start: 2, stop: 5, step: 1 } });
+    await userEvent.clear(within(form).getByLabelText("Start"));
+    expect(onChange).toHaveBeenLastCalledWith({ ...steer, positions: { start: "", stop: 5, step: 1 } });
+    await userEvent.clear(within(form).getByLabelText("Stop"));
+    expect(onChange).toHaveBeenLastCalledWith({ ...steer, positions: { start: "", stop: null, step: 1 } });
   });
 
   it("adds and removes a probe gate", async () => {

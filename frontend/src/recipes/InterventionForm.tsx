@@ -1,6 +1,8 @@
 // One intervention of a recipe as a form: the op, where it acts (layer, point, positions), what it
 // uses (a vector or probe picked from the library, filtered to the recipe's model), its strength,
-// and an optional probe gate. Server messages appear next to the field they name.
+// and an optional probe gate. Messages (the editor's own checks, then the server's) appear next to
+// the field they name. A field that does not hold a valid value keeps the typed text in the draft
+// (`typedNumber`, `typedIntList`), so what is saved is always what was typed.
 import { useState } from "react";
 import type { Gate } from "../generated/recipe";
 import type { Intervention } from "../chat/protocol";
@@ -13,9 +15,10 @@ import {
   WRITES,
   defaultGate,
   defaultIntervention,
-  parseIntList,
   positionsKind,
   positionsOf,
+  typedIntList,
+  typedNumber,
 } from "./model";
 
 export interface Choice {
@@ -112,7 +115,8 @@ export function InterventionForm({
               onChange={(e) => {
                 const nextOp = e.target.value as Op;
                 const ref = nextOp === "probe" ? (probes[0]?.id ?? "") : (vectors[0]?.id ?? "");
-                onChange(defaultIntervention(nextOp, Number(item.layer ?? 0), ref));
+                // The layer stays as typed (even while it is not a valid one yet).
+                onChange(defaultIntervention(nextOp, (item.layer ?? 0) as number, ref));
               }}
             >
               {OPS.map((o) => (
@@ -123,13 +127,11 @@ export function InterventionForm({
         </Field>
         <NumberField
           label="Layer"
-          value={Number(item.layer ?? 0)}
-          min={-numLayers}
-          max={numLayers - 1}
-          step={1}
+          value={item.layer}
+          integer
           error={err("layer")}
-          hint={`0 to ${numLayers - 1}; negative counts from the end`}
-          onChange={(v) => { set("layer", Math.trunc(v)); }}
+          hint={`0 to ${String(numLayers - 1)}; negative counts from the end`}
+          onChange={(v) => { set("layer", v); }}
         />
         <Field label="Point" error={err("point")}>
           {(id) => (
@@ -148,13 +150,15 @@ export function InterventionForm({
           )}
         </Field>
       </div>
-      {kind === "slice" ? <SliceFields value={item.positions as Loose} onChange={(v) => { set("positions", v); }} /> : null}
+      {kind === "slice" ? (
+        <SliceFields value={item.positions as Loose} errors={errors} onChange={(v) => { set("positions", v); }} />
+      ) : null}
       {kind === "indices" ? (
         <IntListField
           label="Position indices"
           hint="Comma-separated; negatives count from the end of the prompt."
-          value={(item.positions as { indices: number[] }).indices}
-          error={err("positions")}
+          value={(item.positions as { indices: unknown }).indices}
+          error={err("positions") ?? err("positions.indices")}
           onChange={(indices) => { set("positions", { indices }); }}
         />
       ) : null}
@@ -174,7 +178,7 @@ export function InterventionForm({
         ) : null}
         {op === "project_out" || op === "clamp" ? refPicker("direction", "Direction (a vector or probe)", directions) : null}
         {op === "clamp" ? (
-          <NumberField label="Value" value={Number(item.value ?? 0)} error={err("value")} onChange={(v) => { set("value", v); }} />
+          <NumberField label="Value" value={item.value} error={err("value")} onChange={(v) => { set("value", v); }} />
         ) : null}
         {op === "probe" ? refPicker("probe", "Probe", probes) : null}
         {op === "probe" ? (
@@ -186,14 +190,14 @@ export function InterventionForm({
           </Field>
         ) : null}
         {op === "logit_lens" ? (
-          <NumberField label="Top k" value={Number(item.k ?? 5)} min={1} max={20} step={1} error={err("k")} onChange={(v) => { set("k", Math.trunc(v)); }} />
+          <NumberField label="Top k" value={item.k} integer error={err("k")} hint="1 to 20" onChange={(v) => { set("k", v); }} />
         ) : null}
         {op === "ablate" ? (
           <>
-            <Field label="Dimensions" error={err("dims")}>
+            <Field label="Dimensions" error={item.dims === "all" ? err("dims") : undefined}>
               {(id) => (
                 <select id={id} value={item.dims === "all" || item.dims === undefined ? "all" : "list"}
-                  onChange={(e) => { set("dims", e.target.value === "all" ? "all" : [0]); }}>
+                  onChange={(e) => { set("dims", e.target.value === "all" ? "all" : ""); }}>
                   <option value="all">all</option>
                   <option value="list">listed dimensions</option>
                 </select>
@@ -223,8 +227,8 @@ export function InterventionForm({
           </Field>
         ) : null}
       </div>
-      {op === "ablate" && Array.isArray(item.dims) ? (
-        <IntListField label="Dimension indices" value={item.dims as number[]} error={err("dims")} onChange={(dims) => { set("dims", dims); }} />
+      {op === "ablate" && item.dims !== "all" && item.dims !== undefined ? (
+        <IntListField label="Dimension indices" hint="Comma-separated, from 0." value={item.dims} error={err("dims")} onChange={(dims) => { set("dims", dims); }} />
       ) : null}
       {op === "patch" ? (
         <Field label="Source prompt" error={err("source") ?? err("source.text")} hint="Its activations (run without interventions) are patched in.">
@@ -239,7 +243,7 @@ export function InterventionForm({
       {WRITES.has(op) ? (
         <>
           <div className="form-row">
-            <NumberField label="Scale" value={Number(item.scale ?? 1)} step={0.1} error={err("scale")} onChange={(v) => { set("scale", v); }} />
+            <NumberField label="Scale" value={item.scale} error={err("scale")} onChange={(v) => { set("scale", v); }} />
             <Field label="Enabled" inline>
               {(id) => (
                 <input id={id} type="checkbox" checked={item.enabled !== false} onChange={(e) => { set("enabled", e.target.checked); }} />
@@ -248,7 +252,7 @@ export function InterventionForm({
             <Field label="Only where a probe fires" inline>
               {(id) => (
                 <input id={id} type="checkbox" checked={Boolean(gate)}
-                  onChange={(e) => { set("when", e.target.checked ? defaultGate(Number(item.layer ?? 0), probes[0]?.id ?? "") : undefined); }} />
+                  onChange={(e) => { set("when", e.target.checked ? defaultGate((item.layer ?? 0) as number, probes[0]?.id ?? "") : undefined); }} />
               )}
             </Field>
           </div>
@@ -259,70 +263,84 @@ export function InterventionForm({
   );
 }
 
-/** A number input that keeps what is being typed ("-", "1.") and reports only whole numbers. */
-function NumberField({
-  label, value, onChange, error, hint, min, max, step,
-}: {
-  label: string; value: number; onChange: (v: number) => void; error?: string | undefined; hint?: string;
-  min?: number; max?: number; step?: number;
-}) {
-  const [text, setText] = useState(String(value));
-  // A new value from outside (another field, a loaded version) replaces the text being typed.
-  const [shown, setShown] = useState(value);
-  if (value !== shown) {
-    setShown(value);
-    setText(String(value));
+/** The text a field shows for a draft value: a number as written, typed text as typed. */
+const shownText = (value: unknown): string => {
+  if (Array.isArray(value)) return value.join(", ");
+  return typeof value === "number" || typeof value === "string" ? String(value) : "";
+};
+
+/**
+ * A field's text while it is typed: a new value from outside (another field, a loaded version)
+ * replaces it, while what this field reported keeps the text as typed ("1." stays "1.").
+ */
+function useTypedText(value: unknown): [string, (text: string, reported: unknown) => void] {
+  const [text, setText] = useState(shownText(value));
+  const [seen, setSeen] = useState(() => JSON.stringify(value ?? null));
+  const current = JSON.stringify(value ?? null);
+  if (current !== seen) {
+    setSeen(current);
+    setText(shownText(value));
   }
+  return [text, (typed, reported) => { setText(typed); setSeen(JSON.stringify(reported ?? null)); }];
+}
+
+/** A number, typed as text: reports the number, or the text when it is not one (an error then). */
+function NumberField({
+  label, value, onChange, error, hint, integer = false,
+}: {
+  label: string; value: unknown; onChange: (v: number | string) => void; error?: string | undefined; hint?: string;
+  integer?: boolean;
+}) {
+  const [text, setText] = useTypedText(value);
   return (
     <Field label={label} error={error} hint={hint}>
       {(id, describedBy) => (
-        <input id={id} type="number" aria-describedby={describedBy} value={text}
-          min={min} max={max} step={step ?? "any"}
+        <input id={id} type="text" inputMode={integer ? "numeric" : "decimal"} autoComplete="off"
+          aria-describedby={describedBy} aria-invalid={error ? true : undefined} value={text}
           onChange={(e) => {
-            setText(e.target.value);
-            const v = Number(e.target.value);
-            if (e.target.value.trim() !== "" && Number.isFinite(v)) {
-              setShown(v);
-              onChange(v);
-            }
+            const typed = typedNumber(e.target.value, integer);
+            setText(e.target.value, typed);
+            onChange(typed);
           }} />
       )}
     </Field>
   );
 }
 
+/** Whole numbers typed as "1, 2 3": reports the list, or the text when it is not one (an error then). */
 function IntListField({
   label, value, onChange, error, hint,
 }: {
-  label: string; value: number[]; onChange: (v: number[]) => void; error?: string | undefined; hint?: string;
+  label: string; value: unknown; onChange: (v: number[] | string) => void; error?: string | undefined; hint?: string;
 }) {
-  const text = value.join(", ");
+  const [text, setText] = useTypedText(value);
   return (
     <Field label={label} error={error} hint={hint}>
       {(id, describedBy) => (
-        <input id={id} type="text" aria-describedby={describedBy} defaultValue={text} key={text}
-          onBlur={(e) => {
-            const parsed = parseIntList(e.target.value);
-            if (typeof parsed === "string") e.target.setCustomValidity(parsed);
-            else { e.target.setCustomValidity(""); onChange(parsed); }
-            e.target.reportValidity();
+        <input id={id} type="text" autoComplete="off" aria-describedby={describedBy} aria-invalid={error ? true : undefined}
+          value={text}
+          onChange={(e) => {
+            const typed = typedIntList(e.target.value);
+            setText(e.target.value, typed);
+            onChange(typed);
           }} />
       )}
     </Field>
   );
 }
 
-function SliceFields({ value, onChange }: { value: Loose; onChange: (v: Loose) => void }) {
-  const part = (key: "start" | "stop" | "step", label: string) => (
-    <Field label={label}>
-      {(id) => (
-        <input id={id} type="number" step={1} value={value[key] === null || value[key] === undefined ? "" : Number(value[key])}
-          placeholder={key === "step" ? "1" : "none"}
-          onChange={(e) => { onChange({ ...value, [key]: e.target.value === "" ? (key === "step" ? 1 : null) : Math.trunc(Number(e.target.value)) }); }} />
-      )}
-    </Field>
+function SliceFields({ value, errors, onChange }: { value: Loose; errors: Record<string, string>; onChange: (v: Loose) => void }) {
+  const err = (key: string) => errors[`positions.${key}`];
+  return (
+    <div className="form-row">
+      <NumberField label="Start" integer value={value.start} error={err("start")} hint="First position (0 is the first token)."
+        onChange={(v) => { onChange({ ...value, start: v }); }} />
+      <NumberField label="Stop" integer value={value.stop} error={err("stop")} hint="Empty: runs on into the generated tokens."
+        onChange={(v) => { onChange({ ...value, stop: v === "" ? null : v }); }} />
+      <NumberField label="Step" integer value={value.step} error={err("step")} hint="1 or more."
+        onChange={(v) => { onChange({ ...value, step: v }); }} />
+    </div>
   );
-  return <div className="form-row">{part("start", "Start")}{part("stop", "Stop")}{part("step", "Step")}</div>;
 }
 
 function GateFields({
@@ -343,8 +361,8 @@ function GateFields({
           </select>
         )}
       </Field>
-      <NumberField label="Gate layer" value={gate.layer} min={-numLayers} max={numLayers - 1} step={1} error={errors["when.layer"]}
-        onChange={(v) => { onChange({ ...gate, layer: Math.trunc(v) }); }} />
+      <NumberField label="Gate layer" value={gate.layer} integer error={errors["when.layer"]}
+        hint={`0 to ${String(numLayers - 1)}`} onChange={(v) => { onChange({ ...gate, layer: v as number }); }} />
       <Field label="Gate fires when the score is">
         {(id) => (
           <select id={id} value={gate.direction ?? "above"} onChange={(e) => { onChange({ ...gate, direction: e.target.value as "above" | "below" }); }}>
@@ -353,8 +371,8 @@ function GateFields({
           </select>
         )}
       </Field>
-      <NumberField label="Threshold" value={gate.threshold ?? 0} step={0.1} error={errors["when.threshold"]}
-        onChange={(v) => { onChange({ ...gate, threshold: v }); }} />
+      <NumberField label="Threshold" value={gate.threshold ?? 0} error={errors["when.threshold"]}
+        onChange={(v) => { onChange({ ...gate, threshold: v as number }); }} />
     </div>
   );
 }

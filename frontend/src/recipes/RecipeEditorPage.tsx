@@ -12,7 +12,7 @@ import { InterventionForm } from "./InterventionForm";
 import type { Choice } from "./InterventionForm";
 import { SpecDiff } from "./SpecDiff";
 import type { Op } from "./model";
-import { OPS, defaultIntervention, errorsFor, generalErrors, prettySpec } from "./model";
+import { OPS, defaultIntervention, draftErrors, errorsFor, generalErrors, prettySpec } from "./model";
 
 type Visibility = Schemas["Visibility"];
 
@@ -57,7 +57,9 @@ function Editor({
   const [team, setTeam] = useState<number | null>(recipe?.team_id ?? null);
   // null: not edited since the latest version loaded (the draft is that version).
   const [edited, setDraft] = useState<Intervention[] | null>(null);
-  const [errors, setErrors] = useState<Record<string, string[]>>({});
+  const [serverErrors, setErrors] = useState<Record<string, string[]>>({});
+  // Set by a save the draft's own check refused: from then on its problems update as it is edited.
+  const [checking, setChecking] = useState(false);
   // A failure's field errors stay (inline, at their fields) until the next failure or a save.
   const { run, busy, done: message, error: problem } = useAction({
     onError: (exc) => { setErrors(exc instanceof ApiError ? exc.fields : {}); },
@@ -94,9 +96,18 @@ function Editor({
   const latestSpec = useMemo(() => specOf(versions.data?.at(-1)), [versions.data]);
 
   const draft = edited ?? latestSpec;
+  const problems = useMemo(() => draftErrors(draft, numLayers), [draft, numLayers]);
+  const errors = checking ? problems : serverErrors;
+  const problemCount = Object.keys(problems).length;
 
-  const save = () =>
-    run(async () => {
+  const save = () => {
+    // Every field that does not hold a valid value is shown at once; nothing is sent.
+    if (problemCount > 0) {
+      setChecking(true);
+      return;
+    }
+    setChecking(false);
+    return run(async () => {
       const spec = { interventions: draft };
       if (!recipe) {
         const created = await unwrap(
@@ -113,8 +124,9 @@ function Editor({
       setDraft(null);
       setViewing(version.number);
       onSaved();
-      return `Saved as version ${version.number}.`;
+      return `Saved as version ${String(version.number)}.`;
     });
+  };
 
   const share = () =>
     run(async () => {
@@ -174,6 +186,12 @@ function Editor({
       </PageHeader>
       <Notice tone="success">{message}</Notice>
       <Notice>{problem}</Notice>
+      {checking && problemCount > 0 ? (
+        <Notice>
+          {problemCount === 1 ? "1 field needs" : `${String(problemCount)} fields need`} a valid value before the recipe can be
+          saved: see the messages at the fields.
+        </Notice>
+      ) : null}
       {generalErrors(errors).map((e) => <Notice key={e}>{e}</Notice>)}
       <div className="split">
         <div>
