@@ -295,8 +295,8 @@ def safetensors_metadata(data: bytes) -> dict[str, str]:
         )
     try:
         header = json.loads(raw[8 : 8 + header_len].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: hostile nesting
-        raise ProbeError(f"invalid safetensors data: header is not JSON ({type(exc).__name__})") from None
+    except (ValueError, RecursionError) as exc:  # RecursionError: hostile nesting
+        raise ProbeError(f"invalid safetensors data: header is not JSON ({exc})") from exc
     if not isinstance(header, dict):
         raise ProbeError("invalid safetensors data: header is not a JSON object")
     meta = header.get("__metadata__", {})

@@ -14,10 +14,6 @@ Screenshots go to ``$STEERLAB_ARTIFACTS_DIR`` (default ``artifacts/e2e``).
 from __future__ import annotations
 
 import os
-import re
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +21,8 @@ from typing import Any
 
 import pytest
 from support.live import ci, port_open
-from support.server import Output, free_port, launch, wait_for_port
+from support.server import ROOT, Output, demo_server
 
-ROOT = Path(__file__).resolve().parents[2]
-URL_LINE = re.compile(r"^Steerlab demo: (http://\S+/)  \(login: (\S+) / (\S+)\)$")
 MIN_STEP_MS = 120
 START_TIMEOUT = 240  # the first run builds the tiny model
 E2E_DATABASE = "steerlab_e2e"
@@ -91,7 +85,6 @@ def app_server(tmp_path_factory: pytest.TempPathFactory, chromium_path: str) -> 
     if not (ROOT / "frontend" / "dist" / "index.html").is_file():
         pytest.fail("the browser app is not built: run `make frontend` (make test does)")
     tmp = tmp_path_factory.mktemp("e2e-server")
-    port = free_port()
     env = {
         key: value
         for key, value in os.environ.items()
@@ -106,19 +99,8 @@ def app_server(tmp_path_factory: pytest.TempPathFactory, chromium_path: str) -> 
         STEERLAB_ENGINE_MIN_STEP_MS=str(MIN_STEP_MS),
         PYTHONUNBUFFERED="1",
     )
-    command = [sys.executable, "manage.py", "demo", "--host", "127.0.0.1", "--port", str(port)]
-    process, output = launch(command, ROOT, env, URL_LINE, START_TIMEOUT)
-    try:
-        wait_for_port(port, process, output)
-        yield LiveServer(f"http://127.0.0.1:{port}", output)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+    with demo_server(env, START_TIMEOUT, stop_timeout=30) as (url, output):
+        yield LiveServer(url, output)
 
 
 @pytest.fixture(scope="session")

@@ -285,12 +285,18 @@ def _delete_queue(name: str) -> None:
         connection.default_channel.queue_delete(name)
 
 
+@pytest.fixture
+def embedded(settings: Any, fresh_channel_layers: None) -> None:
+    """The embedded stack: no broker (runs in this process's threads), the in-memory channel layer."""
+    settings.CELERY_BROKER_URL = ""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
 @pytest.fixture(params=["embedded", "celery"])
 def stack(request: pytest.FixtureRequest, settings: Any, fresh_channel_layers: None) -> Stack:
     """Each live-chat test runs on both stacks."""
     if request.param == "embedded":
-        settings.CELERY_BROKER_URL = ""
-        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+        request.getfixturevalue("embedded")
         return Stack("embedded", "model.tiny", {})
     worker: Stack = request.getfixturevalue("worker_stack")
     use_worker_stack(settings, worker)
@@ -339,7 +345,7 @@ def stack_deployment(stack: Stack, db: None) -> Any:
 
 
 @pytest.fixture
-def vllm_deployment(db: None, settings: Any, fresh_channel_layers: None, vllm_core: Any) -> Iterator[Any]:
+def vllm_deployment(db: None, embedded: None, vllm_core: Any) -> Iterator[Any]:
     """A deployment ``tiny-vllm`` (engine vllm) served on the embedded stack by the session's vLLM engine."""
     from interventions.tiny import build_tiny
     from webapp.library.services import register_deployment
@@ -347,8 +353,6 @@ def vllm_deployment(db: None, settings: Any, fresh_channel_layers: None, vllm_co
     from workers.engines.loading import HostedModel
     from workers.engines.threaded import ThreadedEngine
 
-    settings.CELERY_BROKER_URL = ""
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     deployment = register_deployment("tiny-vllm", str(build_tiny()), engine="vllm")
     engine = ThreadedEngine(vllm_core, name="vllm-engine")
     # Steps that take at least 25 ms, so an adjustment lands during the generation.

@@ -15,9 +15,6 @@ import json
 import os
 import re
 import secrets
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,13 +26,11 @@ import httpx
 import psycopg
 import pytest
 from support.live import ci
-from support.server import free_port, launch, wait_for_port
+from support.server import demo_server
 from websockets.sync.client import connect
 
 from webapp.playground.examples import marker_rows
 
-ROOT = Path(__file__).resolve().parents[2]
-URL_LINE = re.compile(r"^Steerlab demo: (http://\S+/)  \(login: (\S+) / (\S+)\)$")
 PASSWORD = "correct horse battery staple"
 PEOPLE, TURNS_EACH = 5, 4
 SAMPLING = {"max_new_tokens": 24, "temperature": 0.9, "top_p": 1.0}
@@ -46,7 +41,6 @@ pytestmark = [pytest.mark.timeout(600)]
 @dataclass
 class Server:
     base: str
-    port: int
     demo_password: str
 
 
@@ -75,7 +69,6 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
         else _postgres_database()
     )
     database_url = next(databases)
-    port = free_port()
     password = "demo-" + secrets.token_hex(6)
     env = {
         k: v for k, v in os.environ.items() if k not in {"CELERY_BROKER_URL", "REDIS_URL", "STEERLAB_MODEL"}
@@ -88,19 +81,11 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
         STEERLAB_ENGINE_MIN_STEP_MS="0",
         PYTHONUNBUFFERED="1",
     )
-    command = [sys.executable, "manage.py", "demo", "--host", "127.0.0.1", "--port", str(port)]
-    process, output = launch(command, ROOT, env, URL_LINE, 240)
     try:
-        wait_for_port(port, process, output)
-        yield Server(f"http://127.0.0.1:{port}", port, password)
-        assert not [line for line in output.lines if "database is locked" in line], output.tail()
+        with demo_server(env, 240) as (url, output):
+            yield Server(url, password)
+            assert not [line for line in output.lines if "database is locked" in line], output.tail()
     finally:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
         for _ in databases:  # drops the PostgreSQL database
             pass
 

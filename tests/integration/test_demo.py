@@ -21,11 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.server import free_port, launch, wait_for_port
+from support.server import DEMO_URL_LINE, ROOT, free_port, launch, wait_for_port
 from websockets.sync.client import connect
 
-ROOT = Path(__file__).resolve().parents[2]
-URL_LINE = re.compile(r"^Steerlab demo: (http://\S+/)  \(login: (\S+) / (\S+)\)$")
 START_TIMEOUT = 240  # the first run builds the tiny model
 
 
@@ -54,7 +52,7 @@ def test_make_demo_serves_the_chat_and_streams_a_generation(tmp_path: Path) -> N
     # The running interpreter's environment, taken as installed (`-o`: no reinstall, no network).
     venv = sys.prefix
     command = ["make", "--no-print-directory", "demo", f"VENV={venv}", "-o", f"{venv}/.installed"]
-    process, output = launch(command, ROOT, env, URL_LINE, START_TIMEOUT)
+    process, output = launch(command, ROOT, env, DEMO_URL_LINE, START_TIMEOUT)
     try:
         assert output.url is not None
         base, username, password = output.url.groups()

@@ -36,12 +36,6 @@ def _state() -> tuple[int, ...]:
     return tuple(m.objects.count() for m in (Dataset, Recipe, SteeringVector, Probe, Run, Conversation))
 
 
-@pytest.fixture
-def embedded(settings: Any, fresh_channel_layers: None) -> None:
-    settings.CELERY_BROKER_URL = ""
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-
-
 @pytest.mark.parametrize("path", ["conversation", "/ws/jobs/"])
 def test_both_sockets_answer_hostile_nesting_with_an_error_frame_and_stay_open(
     path: str, alice: Any, tiny_deployment: Any, ws_headers: Any, embedded: None

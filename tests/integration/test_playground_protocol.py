@@ -19,12 +19,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
 
 
 @pytest.fixture
-def embedded(settings: Any, fresh_channel_layers: None) -> None:
-    settings.CELERY_BROKER_URL = ""
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-
-
-@pytest.fixture
 def version(alice: Any, tiny_deployment: Any) -> Any:
     return create_example_recipe(alice, tiny_deployment)
 

@@ -89,12 +89,6 @@ class World:
 
 
 @pytest.fixture
-def embedded(settings: Any, fresh_channel_layers: None) -> None:
-    settings.CELERY_BROKER_URL = ""
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-
-
-@pytest.fixture
 def world(
     settings: Any,
     alice: User,

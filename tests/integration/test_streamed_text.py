@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from support.asgi import live_asgi_server
+from support.tokens import byte_tokens
 from websockets.sync.client import connect
 
 from interventions.tiny import load_tiny
@@ -33,22 +34,8 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
 ALPHABET = "aé€😀中\n ñ"  # 1, 2, 3, 4 and 3 bytes, a newline, a space, 2 bytes
 
 
-def _byte_tokens(tokenizer: Any) -> list[int]:
-    """The token of each single byte in the tiny byte-level vocabulary (GPT-2's byte alphabet)."""
-    printable = [
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("¡"), ord("¬") + 1),
-        *range(ord("®"), ord("ÿ") + 1),
-    ]
-    table, extra = {b: chr(b) for b in printable}, 0
-    for b in range(256):
-        if b not in table:
-            table[b], extra = chr(256 + extra), extra + 1
-    return [int(i) for i in tokenizer.convert_tokens_to_ids([table[b] for b in range(256)])]
-
-
 TOKENIZER = load_tiny()[1]
-BYTES = _byte_tokens(TOKENIZER)
+BYTES = byte_tokens(TOKENIZER)
 SEGMENTS = st.lists(
     st.one_of(
         st.binary(min_size=1, max_size=6).map(lambda b: [BYTES[x] for x in b]),  # any bytes
@@ -63,11 +50,10 @@ SEGMENTS = st.lists(
 
 
 @pytest.fixture(params=["hf", "vllm"])
-def deployment(request: pytest.FixtureRequest, settings: Any, fresh_channel_layers: None) -> Any:
+def deployment(request: pytest.FixtureRequest) -> Any:
     if request.param == "vllm":
         return request.getfixturevalue("vllm_deployment")
-    settings.CELERY_BROKER_URL = ""
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    request.getfixturevalue("embedded")
     return request.getfixturevalue("tiny_deployment")
 
 

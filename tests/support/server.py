@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+# The one line `manage.py demo` prints once it serves.
+DEMO_URL_LINE = re.compile(r"^Steerlab demo: (http://\S+/)  \(login: (\S+) / (\S+)\)$")
 
 
 def free_port() -> int:
@@ -77,3 +85,32 @@ def launch(
         process.kill()
         raise AssertionError(f"no URL line after {timeout} s (exit {process.poll()}):\n{output.tail()}")
     return process, output
+
+
+def stop_group(process: subprocess.Popen[str], timeout: float = 60) -> None:
+    """Stop a server started by ``launch`` and everything in its process group: SIGINT (a clean
+    shutdown), then SIGKILL if it has not exited within ``timeout`` seconds."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@contextmanager
+def demo_server(
+    env: dict[str, str], timeout: float, *, stop_timeout: float = 60
+) -> Iterator[tuple[str, Output]]:
+    """``manage.py demo`` (one process: uvicorn, runs in its threads) on a free port with ``env``:
+    its base URL (``http://127.0.0.1:<port>``, no trailing slash) and its output, stopped on exit."""
+    port = free_port()
+    command = [sys.executable, "manage.py", "demo", "--host", "127.0.0.1", "--port", str(port)]
+    process, output = launch(command, ROOT, env, DEMO_URL_LINE, timeout)
+    try:
+        wait_for_port(port, process, output)
+        yield f"http://127.0.0.1:{port}", output
+    finally:
+        stop_group(process, stop_timeout)

@@ -13,6 +13,7 @@ from typing import Any
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from support.tokens import byte_tokens as support_byte_tokens
 
 from interventions.tiny import load_tiny
 from webapp.playground import stops
@@ -26,27 +27,9 @@ def tokenizer() -> Any:
     return load_tiny()[1]
 
 
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte-level alphabet (what ``tokenizers``' ByteLevel uses): each byte's character."""
-    printable = [
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("¡"), ord("¬") + 1),
-        *range(ord("®"), ord("ÿ") + 1),
-    ]
-    table, extra = {b: chr(b) for b in printable}, 0
-    for b in range(256):
-        if b not in table:
-            table[b], extra = chr(256 + extra), extra + 1
-    return table
-
-
 @cache
 def byte_tokens() -> list[int]:
-    """The token id of each single byte (a byte-level BPE vocabulary holds all 256)."""
-    table = bytes_to_unicode()
-    ids = tokenizer().convert_tokens_to_ids([table[b] for b in range(256)])
-    assert len(set(ids)) == 256
-    return [int(i) for i in ids]
+    return support_byte_tokens(tokenizer())
 
 
 def _ids(segments: list[tuple[str, Any]]) -> list[int]:

@@ -91,7 +91,7 @@ def list_share_links(request: HttpRequest) -> Any:
 @router.delete("/share-links/{link_id}", response={204: None, **DENIED})
 def revoke_share_link(request: HttpRequest, link_id: int) -> Status[None]:
     user = _user(request)
-    services.revoke(user, services.manageable_link(user, link_id))
+    services.revoke(user, link_id)
     return Status(204, None)
 
 

@@ -35,7 +35,7 @@ from webapp.jobs.models import Job, JobBatch
 from webapp.jobs.runner import JobContext, JobFailed
 from webapp.playground.execution import decode_text, generation_request, resolve_refs
 from webapp.playground.services import chat_prompt
-from webapp.playground.textstream import text_of
+from webapp.playground.textstream import TextStream, text_of
 from workers.engines.base import Event, FinishedEvent, GenerationRequest, ReadEvent, TokenEvent
 
 BATCH_PROMPTS = 16  # prompts per stored batch, generated together (fixed: resumption relies on it)
@@ -177,13 +177,16 @@ class BatchRun:
         columns = read_columns(params["spec"]) if params["reads"] else None
         stop = sampling.get("stop", [])
         stopped_at: dict[int, int] = {}  # request -> tokens up to its stop string's end
+        streams: dict[int, TextStream] = {}  # request -> its text so far, as a chat turn streams it
 
         def until(i: int, ids: list[int]) -> bool:  # end a prompt once its stop string is out
-            _, at = text_of(tokenizer, ids, stop)
-            if at is None:
-                return False
-            stopped_at[i] = at
-            return True
+            stream = streams.setdefault(i, TextStream(tokenizer, stop))
+            for n in range(len(stream.decoder.ids), len(ids)):  # only the tokens it has not seen
+                stream.push(ids[n])
+                if stream.stopped:
+                    stopped_at[i] = n + 1
+                    return True
+            return False
 
         events_of = ctx.run(requests, until if stop else None) if requests else []
         for i, ((row, prompt, seed), events) in enumerate(zip(planned, events_of, strict=True)):

@@ -161,8 +161,9 @@ def dispatch_on_commit(job: Job, user: User) -> None:
     """
     from webapp.jobs.dispatch import dispatch_job
 
+    references = job.references()
     for person in {user.pk: user, job.owner_id: job.owner}.values():
-        check_references(person, job.references())
+        check_references(person, references)
     transaction.on_commit(lambda: dispatch_job(job.pk))
 
 

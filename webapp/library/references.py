@@ -23,7 +23,7 @@ from django.core.exceptions import PermissionDenied
 from interventions.spec import parse_recipe
 from webapp.accounts.models import User
 from webapp.library.models import PROBE_PREFIX, VECTOR_PREFIX, Dataset, Owned, Probe, Recipe, SteeringVector
-from webapp.library.services import spec_refs, visible_to
+from webapp.library.services import library_id, spec_refs, visible_to
 
 Kind = Literal["vector", "probe", "dataset", "recipe"]
 _MODELS: dict[str, type[Owned]] = {
@@ -32,7 +32,6 @@ _MODELS: dict[str, type[Owned]] = {
     "dataset": Dataset,
     "recipe": Recipe,
 }
-_PREFIXES = {VECTOR_PREFIX: "vector", PROBE_PREFIX: "probe"}
 
 
 @dataclass(frozen=True, order=True)
@@ -68,13 +67,7 @@ class ReferenceRefused(PermissionDenied):
 
 def of_library_ids(ids: Iterable[str]) -> set[Reference]:
     """The references among recipe ids (``vec_<pk>``, ``prb_<pk>``); anything else names nothing."""
-    out: set[Reference] = set()
-    for ref in ids:
-        for prefix, kind in _PREFIXES.items():
-            number = ref[len(prefix) :] if isinstance(ref, str) and ref.startswith(prefix) else ""
-            if number.isdigit():
-                out.add(Reference(kind, int(number)))  # type: ignore[arg-type]
-    return out
+    return {Reference(*parsed) for ref in ids if (parsed := library_id(ref)) is not None}  # type: ignore[arg-type]
 
 
 def of_spec(spec: dict[str, Any] | None, content_hashes: dict[str, str] | None = None) -> set[Reference]:

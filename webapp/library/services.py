@@ -521,6 +521,14 @@ def probe_data(obj: Probe) -> ProbeData:
 # --------------------------------------------------------------------------------------------
 # Recipes
 # --------------------------------------------------------------------------------------------
+def library_id(ref: str) -> tuple[str, int] | None:
+    """``("vector", pk)`` for ``vec_<pk>``, ``("probe", pk)`` for ``prb_<pk>``; None for anything else."""
+    match = _ID.fullmatch(ref)
+    if match is None:
+        return None
+    return ("vector" if match.group(1) == "vec" else "probe"), int(match.group(2))
+
+
 def spec_refs(spec: RecipeSpec) -> list[tuple[str, str, str]]:
     """Every (path, kind, id) the spec references, kind being ``vector`` or ``probe``."""
     out: list[tuple[str, str, str]] = []
@@ -559,19 +567,15 @@ def _resolve_refs(
     for path, kind, ref in spec_refs(spec):
         found: SteeringVector | Probe | None = objects.get(ref)
         if found is None:
-            match = _ID.fullmatch(ref)
-            prefix = VECTOR_PREFIX if kind == "vector" else PROBE_PREFIX
-            if match is None or f"{match.group(1)}_" != prefix:
+            parsed = library_id(ref)
+            if parsed is None or parsed[0] != kind:
+                prefix = VECTOR_PREFIX if kind == "vector" else PROBE_PREFIX
                 errors.setdefault(path, []).append(
                     f"{ref!r} is not a {kind} id: {kind}s are referenced as {prefix}<id>"
                 )
                 continue
             model: type[SteeringVector] | type[Probe] = SteeringVector if kind == "vector" else Probe
-            found = (
-                visible_to(user, model.objects.select_related("deployment"))
-                .filter(pk=int(match.group(2)))
-                .first()
-            )
+            found = visible_to(user, model.objects.select_related("deployment")).filter(pk=parsed[1]).first()
             if found is None:
                 # Unknown and not-yours read the same: an id reveals nothing about others' objects.
                 errors.setdefault(path, []).append(f"no {kind} {ref!r} that you can see")
@@ -604,20 +608,18 @@ def validate_recipe_spec(
     except pydantic.ValidationError as exc:
         raise _pydantic_errors(exc) from exc
     resolved, objects = _resolve_refs(user, deployment, spec)
-    # Every intervention's problem at once (an editor shows each at its field), then the whole.
-    errors: dict[str, list[str]] = {}
-    for message in recipe_problems(spec, deployment.shape, resolved, model=deployment.name):
-        path, sep, rest = message.partition(": ")
-        if sep and path.startswith("interventions["):
-            errors.setdefault(path, []).append(rest)
-        else:
-            errors.setdefault("spec", []).append(message)
-    if errors:
-        raise ValidationError(errors)
     try:
         compile_recipe(spec, deployment.shape, resolved, model=deployment.name)
     except RecipeError as exc:
-        raise ValidationError({"spec": [str(exc)]}) from exc
+        # Compiling stops at the first problem; an editor shows every intervention's at its field.
+        errors: dict[str, list[str]] = {}
+        for message in recipe_problems(spec, deployment.shape, resolved, model=deployment.name) or [str(exc)]:
+            path, sep, rest = message.partition(": ")
+            if sep and path.startswith("interventions["):
+                errors.setdefault(path, []).append(rest)
+            else:
+                errors.setdefault("spec", []).append(message)
+        raise ValidationError(errors) from exc
     return spec, objects
 
 

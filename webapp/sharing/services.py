@@ -61,21 +61,16 @@ def links_of(user: User) -> QuerySet[ShareLink]:
     )
 
 
-def manageable_link(user: User, link_id: int) -> ShareLink:
-    """A link ``user`` may revoke (see ``links_of``); others' read as unknown."""
-    found = links_of(user).filter(pk=link_id).first()
-    if found is None:
-        raise not_found("share link")
-    return found
-
-
-def revoke(user: User, link: ShareLink) -> None:
-    if not links_of(user).filter(pk=link.pk).exists():
+def revoke(user: User, link_id: int) -> ShareLink:
+    """Revoke a link ``user`` may manage (see ``links_of``; others' read as unknown), at once."""
+    link = links_of(user).filter(pk=link_id).first()
+    if link is None:
         raise not_found("share link")
     if link.revoked_at is None:
         link.revoked_at = timezone.now()
         link.save(update_fields=["revoked_at"])
         log.info("sharing.link_revoked", extra={"link": link.pk, "by": user.pk})
+    return link
 
 
 def resolve(raw: str) -> ShareLink:
