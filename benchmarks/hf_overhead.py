@@ -1,4 +1,4 @@
-"""What per-request interventions cost the transformers engine (DESIGN §6).
+"""What per-request interventions cost the transformers engine (docs/design.md §6).
 
 Model: the BENCH tiny Llama (hidden 1024, 8 layers, fp32). Every variant runs the same 32
 requests (distinct prompts, greedy, 32 new tokens, all joining at step 0) through an

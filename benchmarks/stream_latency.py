@@ -1,4 +1,4 @@
-"""Worker -> browser latency of run events through the deployment path (DESIGN §6).
+"""Worker -> browser latency of run events through the deployment path (docs/design.md §6).
 
 Path: the worker's publisher (``workers.host.EngineHost`` + the ``EventSink`` that
 ``execute_run`` uses, persisting every 250 ms to PostgreSQL) -> the Redis channel layer ->

@@ -1,4 +1,4 @@
-"""What Steerlab's vLLM engine costs against **stock vLLM** (DESIGN §6; issue 19).
+"""What Steerlab's vLLM engine costs against **stock vLLM** (docs/design.md §6).
 
 Model: the BENCH tiny Llama (hidden 1024, 8 layers, fp32), built offline. Every variant is one
 process with the same vLLM settings (in-process engine core and executor, chunked prefill, prefix

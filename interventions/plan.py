@@ -1,4 +1,4 @@
-"""Compile per-request recipes into the slot tables of one batch (DESIGN §4).
+"""Compile per-request recipes into the slot tables of one batch (docs/design.md §4).
 
 Two stages:
 

@@ -1,7 +1,7 @@
 """Linear probes on activations: training, metrics, safetensors I/O and probe banks.
 
 A probe is a logistic-regression read-out of one site's activation. Its *score* for a row ``h`` is
-the logit ``h·w + b`` on the raw activation (DESIGN: "probe scores equal h·w+b"); the probability
+the logit ``h·w + b`` on the raw activation (docs/design.md §3); the probability
 of the positive class is ``sigmoid(score)``. Everything that streams scores to a browser or gates a
 write on a threshold uses the logit, so a threshold of 0 means "probability 0.5".
 
@@ -11,7 +11,7 @@ write on a threshold uses the logit, so a threshold of 0 means "probability 0.5"
   safetensors, never pickle; NaN/Inf are refused on the way in and out.
 * :func:`train_probe` fits a probe in torch (full-batch L-BFGS) with a stratified held-out split.
 * :func:`probe_metrics` computes accuracy, AUROC, F1 and calibration error of a set of scores.
-* :class:`ProbeBank` scores many probes with one matmul (DESIGN: "a bank of 1,000 probes at one
+* :class:`ProbeBank` scores many probes with one matmul (docs/design.md §6: "a bank of 1,000 probes at one
   layer: one matmul, not a loop").
 
 This module is part of the pure library: torch, numpy, safetensors and scikit-learn only.

@@ -1,6 +1,6 @@
 """Model adapters: where "layer 12, residual stream" lives in each transformers architecture.
 
-An intervention names a site as ``(layer, point)`` (DESIGN §3). ``adapter_for(model)`` picks the adapter
+An intervention names a site as ``(layer, point)`` (docs/design.md §3). ``adapter_for(model)`` picks the adapter
 of the model's family from ``config.model_type``; ``adapter.locate(layer, point)`` resolves the site to
 a module and says whether the activation is that module's first input or its output;
 ``install_hook`` attaches a function that reads or replaces the activation there.

@@ -78,7 +78,7 @@ INIT_SCALE = 1.6
 RESIDUAL_WRITE_SCALE = 0.25
 _RESIDUAL_WRITERS = ("o_proj.weight", "down_proj.weight")
 # fp32 matmuls on the CPU round differently with the batch's shape (MKL picks other kernels), so one
-# request's logits move by ~2e-6 *relative* when its neighbours change. DESIGN §4 compares logits
+# request's logits move by ~2e-6 *relative* when its neighbours change. docs/design.md §4 compares logits
 # within 1e-5 absolute: a smaller unembedding (logit std ~0.5 instead of ~1.6) keeps that round-off
 # at ~4e-6 (measured over mixed batches), while greedy text stays varied and top-2 gaps rarely fall
 # below 1e-3.

@@ -48,7 +48,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def vllm_core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """One compiled vLLM engine core on the tiny model for the whole session (DESIGN §5b).
+    """One compiled vLLM engine core on the tiny model for the whole session (docs/design.md §5b).
 
     Built in a fresh compile cache (``VLLM_CACHE_ROOT``), so every session proves that the site ops
     are compiled in. Small batches (32 tokens), so long prompts are prefilled in chunks that share

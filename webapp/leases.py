@@ -5,7 +5,7 @@ A row that a worker executes has ``status`` (queued / running / ...), ``attempt`
 expired: its worker died) as its next attempt with one conditional UPDATE, so two workers never
 both win; it renews the lease while it works; a reaper re-queues (while attempts remain) or fails
 rows whose lease expired. With a threads pool ``reject_on_worker_lost`` does nothing: the lease is
-what catches a dead worker (DESIGN §7).
+what catches a dead worker (docs/design.md §7).
 """
 
 from __future__ import annotations

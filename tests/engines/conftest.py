@@ -1,4 +1,4 @@
-"""Shared helpers for engine tests: tensors, requests, running them, and the DESIGN §4 comparison rule."""
+"""Shared helpers for engine tests: tensors, requests, running them, and the docs/design.md §4 comparison rule."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ NEAR_TIE = 1e-4
 TOL = 1e-5
 # Between the two engines even plain requests differ by up to ~1.3e-5 in fp32 logits of order 1 (their
 # attention, rotary and GEMM kernels accumulate in different orders: measured over 20 random prompts,
-# median 4e-6). Same-engine comparisons (isolation, replay) keep DESIGN §4's 1e-5.
+# median 4e-6). Same-engine comparisons (isolation, replay) keep docs/design.md §4's 1e-5.
 CROSS_ENGINE_TOL = 3e-5
 HIDDEN = 64
 LAYERS = 4
@@ -209,7 +209,7 @@ def assert_mixed_batch_matches_solo(core: Any, scenario: Sequence[Any]) -> None:
 def assert_close_runs(
     reference: Result, other: Result, *, forced: Result | None = None, tol: float = TOL
 ) -> None:
-    """DESIGN §4: tokens equal up to the first near-tie of the reference; logits and reads within ``tol``.
+    """docs/design.md §4: tokens equal up to the first near-tie of the reference; logits and reads within ``tol``.
 
     ``forced`` is ``other``'s request re-run teacher-forced on the reference's tokens: from the
     first allowed divergence on, its logits and reads are what is compared.

@@ -1,7 +1,7 @@
 """The vLLM engine on the CPU with the tiny model: agreement with the transformers engine for every op,
 isolation in mixed (chunked-prefill) batches, prefix-cache salting, compiled mode, live control.
 
-One compiled engine serves the whole test session (DESIGN §5b), built in a fresh compile cache.
+One compiled engine serves the whole test session (docs/design.md §5b), built in a fresh compile cache.
 """
 
 from __future__ import annotations

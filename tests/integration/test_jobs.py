@@ -218,7 +218,7 @@ def test_a_vector_from_contrastive_pairs_steers_the_marker_probe_and_a_sweep_mea
     assert 0 < cells[4.0]["kl_mean"] < cells[8.0]["kl_mean"]
     assert all(c["perplexity"] > 1 for c in cells.values())
 
-    # A cell is what a single chat run with the same recipe and settings gives (DESIGN §4).
+    # A cell is what a single chat run with the same recipe and settings gives (docs/design.md §4).
     from webapp.jobs.sweep import sweep_spec, transcripts
 
     _, version = library.create_recipe(alice, tiny_deployment, "cell", sweep_spec(sweep.params, 1, 8.0))

@@ -1,7 +1,7 @@
 """The OpenAI-compatible endpoints (``/v1/``), driven by the official ``openai`` package, unchanged,
 against a live server on both stacks (embedded, and a real Celery worker on RabbitMQ + Redis).
 
-The DESIGN §4 rule: the same messages, recipe and seed give the same tokens through the API as
+The docs/design.md §4 rule: the same messages, recipe and seed give the same tokens through the API as
 through the conversation websocket.
 """
 

@@ -1,4 +1,4 @@
-"""Model adapters: each family's sites carry exactly the activations DESIGN §3 names."""
+"""Model adapters: each family's sites carry exactly the activations docs/design.md §3 names."""
 
 from __future__ import annotations
 

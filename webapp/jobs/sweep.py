@@ -2,7 +2,7 @@
 
 For each prompt (one stored batch), every cell ``(layer, scale)`` is generated greedily with
 ``steer`` at that layer and scale plus the chosen probes as reads, beside one unsteered baseline
-with the same reads: all in the same continuous batch, each request isolated (DESIGN §4), so a
+with the same reads: all in the same continuous batch, each request isolated (docs/design.md §4), so a
 cell's tokens are those of a single chat run with the same recipe and settings. Then each cell's
 text is teacher-forced through the unsteered model, which gives the coherence cost per generated
 token:

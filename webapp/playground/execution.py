@@ -50,7 +50,7 @@ from workers.metrics import count_finished_run
 
 log = logging.getLogger(__name__)
 
-FLUSH_SECONDS = 0.25  # events are persisted at least this often (DESIGN §2)
+FLUSH_SECONDS = 0.25  # events are persisted at least this often (docs/design.md §2)
 STATUS_BY_REASON = {"stop": RunStatus.DONE, "length": RunStatus.DONE, "aborted": RunStatus.STOPPED}
 
 

@@ -1,6 +1,6 @@
 """Following a run's frames: in order, each once, live from the channel layer, gaps from the database.
 
-A worker publishes each frame at once and persists it within 250 ms (DESIGN §2), so a reader who
+A worker publishes each frame at once and persists it within 250 ms (docs/design.md §2), so a reader who
 subscribes late, or whose channel dropped messages, finds what it missed in the database. Frames
 carry ``(attempt, seq)``: ``FrameOrder`` holds what arrives early, drops duplicates, and releases
 frames in order. The conversation socket keeps one per run it shows; ``follow_run`` (the

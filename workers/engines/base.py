@@ -1,4 +1,4 @@
-"""The Engine protocol and the request/event types every engine speaks (DESIGN §5).
+"""The Engine protocol and the request/event types every engine speaks (docs/design.md §5).
 
 An engine serves many requests at once from one shared model. A request carries its prompt
 tokens, sampling parameters and its *compiled* recipe (``interventions.plan.compile_recipe``

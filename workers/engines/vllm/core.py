@@ -1,4 +1,4 @@
-"""The vLLM engine: per-request interventions on one shared, compiled vLLM model (DESIGN §4-§5).
+"""The vLLM engine: per-request interventions on one shared, compiled vLLM model (docs/design.md §4-§5).
 
 ``VLLMEngineCore`` has the transformers core's step-driven surface (``add``/``adjust``/``abort``/
 ``step``) over vLLM's ``LLMEngine`` (V1: ``add_request``/``step``, never batch ``generate``),

@@ -1,7 +1,7 @@
 """Intervention sites compiled into vLLM's decoder layers: torch custom ops placed before the build.
 
 vLLM compiles the model once (Dynamo + Inductor; CUDA graphs on a GPU) and never re-checks guards,
-so forward hooks registered afterwards silently never run (``shared/notes/vllm-on-cpu.md``). Instead,
+so forward hooks registered afterwards silently never run (``docs/vllm-notes.md``). Instead,
 ``patch_model_classes`` replaces the forward of the supported decoder-layer and MLP classes *before*
 a model is built, with versions that call two custom ops at every site of every layer:
 
