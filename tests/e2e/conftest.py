@@ -24,6 +24,7 @@ from support.live import ci, port_open
 from support.server import ROOT, Output, demo_server
 
 MIN_STEP_MS = 120
+DETACH_GRACE_SECONDS = 300
 START_TIMEOUT = 240  # the first run builds the tiny model
 E2E_DATABASE = "steerlab_e2e"
 CHROMIUM_FLAGS = [
@@ -97,6 +98,9 @@ def app_server(tmp_path_factory: pytest.TempPathFactory, chromium_path: str) -> 
         DEBUG="true",
         ALLOWED_HOSTS="127.0.0.1,localhost",
         STEERLAB_ENGINE_MIN_STEP_MS=str(MIN_STEP_MS),
+        # A reload mid-stream lets go of the run until the new page resumes it: on a loaded machine
+        # the page can take longer than the default 10 s grace to come back (the run was aborted).
+        STEERLAB_DETACH_GRACE_SECONDS=str(DETACH_GRACE_SECONDS),
         PYTHONUNBUFFERED="1",
     )
     with demo_server(env, START_TIMEOUT, stop_timeout=30) as (url, output):

@@ -291,6 +291,8 @@ def test_a_user_builds_a_vector_and_sweeps_it(page: Any, artifacts: Path, tmp_pa
     form.get_by_label("Layers").fill("1-2")
     form.get_by_role("button", name="Start building").click()
     latest = page.get_by_test_id("latest-job")
+    # The latest job shown is this one before its status is read (not a job from before).
+    expect(latest.get_by_role("progressbar", name="Progress of mood direction")).to_be_visible()
     expect(latest).to_have_attribute("data-status", "done", timeout=JOB_TIMEOUT_MS)
     expect(latest).to_contain_text("from 16 pairs")
 
@@ -306,6 +308,8 @@ def test_a_user_builds_a_vector_and_sweeps_it(page: Any, artifacts: Path, tmp_pa
     form.get_by_test_id("probe-picker").get_by_role("checkbox", name=re.compile("^random reader")).check()
     form.get_by_role("button", name="Start the sweep").click()
     latest = page.get_by_test_id("latest-job")
+    # Right after the click the latest job shown can still be the vector's, already done.
+    expect(latest.get_by_role("progressbar", name="Progress of mood sweep")).to_be_visible()
     expect(latest).to_have_attribute("data-status", "done", timeout=JOB_TIMEOUT_MS)
     expect(latest).to_contain_text("6 cells on 2 prompts")
     latest.get_by_role("link", name="Sweep results").click()
