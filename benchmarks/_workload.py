@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from interventions.plan import CompiledRecipe, ProbeData, VectorData, compile_recipe
+from interventions.compiler import CompiledRecipe, ProbeData, VectorData, compile_recipe
 from interventions.sites import ModelShape
 from interventions.spec import parse_recipe
 

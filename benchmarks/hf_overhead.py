@@ -35,7 +35,8 @@ import torch
 from _workload import PROBE_LAYERS, STEER_LAYER, random_prompts, steer_and_probe_recipes
 from torch import Tensor
 
-from interventions.plan import CompiledRecipe, ProbeData, compile_recipe
+from interventions.compiler import CompiledRecipe, ProbeData, compile_recipe
+from interventions.plan import Capacity
 from interventions.sites import install_hook
 from interventions.spec import parse_recipe
 from interventions.tiny import BENCH, load_tiny
@@ -45,7 +46,7 @@ from workers.engines.hf import HFEngineCore
 PROBE1000_LAYER = 4
 
 
-def _core(max_requests: int = 64) -> HFEngineCore:
+def _core(max_requests: int = 64, probes_per_site: int = 16) -> HFEngineCore:
     model, tokenizer = load_tiny(BENCH)
     # One 64-token page per request (prompt + new tokens fit), so every request runs concurrently.
     return HFEngineCore(
@@ -55,6 +56,12 @@ def _core(max_requests: int = 64) -> HFEngineCore:
         num_blocks=2 * max_requests,
         page_size=64,
         max_batch_tokens=1024,
+        capacity=Capacity(
+            max_rows=1024,
+            max_requests=max_requests,
+            probes_per_site=probes_per_site,
+            probe_rows=max(512, probes_per_site + 1),
+        ),
     )
 
 
@@ -86,14 +93,14 @@ class BareHooks:
             self.core._live[rid].reads = True  # the same extra step for the last token's reads
 
     def _steer(self, h: Tensor) -> Tensor:
-        slot = self.core.plan.row_slot
         x = h.reshape(-1, h.shape[-1])
+        slot = self.core.plan.step.row_slot[: x.shape[0]]
         return (x + self.v[slot] * self.s[slot, None]).reshape(h.shape)
 
     def _prober(self, i: int) -> Callable[[Tensor], None]:
         def probe(h: Tensor) -> None:
             x = h.reshape(-1, h.shape[-1])
-            self.scores.append((x * self.w[i][self.core.plan.row_slot]).sum(-1))
+            self.scores.append((x * self.w[i][self.core.plan.step.row_slot[: x.shape[0]]]).sum(-1))
 
         return probe
 
@@ -131,7 +138,8 @@ def main() -> None:
     n, new = args.requests, args.new_tokens
     torch.manual_seed(0)
 
-    plain_core, hf_core, bare_core, p1000_core = _core(), _core(), _core(), _core()
+    plain_core, hf_core, bare_core = _core(), _core(), _core()
+    p1000_core = _core(probes_per_site=1024)
     shape = hf_core.shape
     hidden = shape.hidden_size
     work = steer_and_probe_recipes(shape, n)

@@ -39,7 +39,7 @@ from typing import Any
 
 from _workload import random_prompts, steer_and_probe_recipes
 
-from interventions.plan import CompiledRecipe
+from interventions.compiler import CompiledRecipe
 from interventions.tiny import BENCH, build_tiny
 from workers.engines.base import GenerationRequest, ReadEvent, SamplingParams, TokenEvent
 

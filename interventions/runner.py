@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from interventions.plan import BatchPlan, CompiledRecipe, Site, StepReads, padded_layout
+from interventions.compiler import CompiledRecipe, Site
+from interventions.plan import BatchPlan, Capacity, StepReads, padded_layout
 from interventions.sites import adapter_for, install_hook
 
 
@@ -46,7 +47,7 @@ class PlainRunner:
         param = next(model.parameters())
         self.plan = BatchPlan(
             self.adapter.shape(),
-            max_requests=max_requests,
+            Capacity(max_requests=max_requests, probes_per_site=64, probe_rows=256),
             device=param.device,
             dtype=param.dtype,
             lens_fn=self.adapter.logit_lens,
@@ -101,7 +102,8 @@ class PlainRunner:
             for site in capture:
                 self.plan.ensure_site(site)
             row_slot, row_pos = padded_layout(attention_mask, slots)
-            self.plan.begin_step(row_slot.to(input_ids.device), row_pos.to(input_ids.device))
+            self.plan.reserve_rows(len(row_slot))  # eager: the per-row tables grow with the batch
+            self.plan.begin_step(row_slot, row_pos.to(input_ids.device))
             self._capture = {}
             position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp_min(0)
             logits = self.model(

@@ -62,17 +62,24 @@ def vllm_core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     previous = os.environ.get("VLLM_CACHE_ROOT")
     os.environ["VLLM_CACHE_ROOT"] = str(tmp_path_factory.mktemp("vllm-cache"))
     path = build_tiny()
-    core = VLLMEngineCore(
-        str(path),
-        AutoTokenizer.from_pretrained(path),
-        model_name="tiny",
-        max_requests=16,
-        max_batch_tokens=32,
-        max_model_len=512,
-        kv_cache_bytes=64 << 20,
-        enforce_eager=False,
-        dtype="float32",
-    )
+    # vLLM's CPU platform compiles in its trace-once mode, where ``debug_dump_path`` dumps nothing: the
+    # build runs under depyf's dump, as vLLM does for ``debug_dump_path`` in its GPU mode.
+    import depyf
+
+    graphs = tmp_path_factory.mktemp("vllm-graphs")
+    with depyf.prepare_debug(str(graphs)):
+        core = VLLMEngineCore(
+            str(path),
+            AutoTokenizer.from_pretrained(path),
+            model_name="tiny",
+            max_requests=16,
+            max_batch_tokens=32,
+            max_model_len=512,
+            kv_cache_bytes=64 << 20,
+            enforce_eager=False,
+            dtype="float32",
+            debug_dump_path=str(graphs),
+        )
     yield core
     core.close()
     if previous is None:

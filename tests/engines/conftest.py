@@ -10,7 +10,7 @@ import pytest
 import torch
 from hypothesis import strategies as st
 
-from interventions.plan import CompiledRecipe, ProbeData, VectorData, compile_recipe
+from interventions.compiler import CompiledRecipe, ProbeData, VectorData, compile_recipe
 from interventions.sites import ModelShape
 from interventions.spec import parse_recipe
 from interventions.tiny import load_tiny
@@ -44,6 +44,7 @@ RESOLVED: dict[str, Any] = {
     "v2": VectorData.of({layer: _t(20 + layer) for layer in range(LAYERS)}),
     "p1": ProbeData.of(_t(30) / 8, 0.1),
     "p2": ProbeData.of(_t(31) / 8, -0.2),
+    "p3": ProbeData.of(_t(32) / 8, 0.0),
     # MLP-width (mlp_act) directions and probes of the tiny model.
     "vm": VectorData.of({layer: _t(40 + layer, 128) for layer in range(LAYERS)}),
     "pm": ProbeData.of(_t(50, 128) / 8, 0.0),

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from interventions.plan import Site
+from interventions.compiler import Site
 from interventions.tiny import load_tiny
 from workers.engines.base import (
     Collect,

@@ -10,7 +10,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 
-from interventions.plan import CompiledRecipe, RecipeError, VectorData, compile_recipe
+from interventions.compiler import CompiledRecipe, RecipeError, VectorData, compile_recipe
+from interventions.plan import Capacity
 from interventions.spec import Adjustment, parse_recipe
 from interventions.tiny import load_tiny
 from workers.engines.base import (
@@ -444,3 +445,134 @@ def test_patch_through_the_engine_reproduces_the_source_prompt(make_core: MakeCo
         torch.testing.assert_close(patched.logits[0], clean.logits[0], rtol=0, atol=1e-5)
     plain = run_alone(core, _req("u", target, n=3))
     assert (plain.logits[0] - clean.logits[0]).abs().max() > 1e-2
+
+
+# ---------------------------------------------------------------------------------------- the site op compiled
+def test_the_compiled_site_op_never_recompiles_when_tables_recipes_or_layouts_change(
+    make_core: MakeCore,
+) -> None:
+    """With Dynamo's guards live (the transformers engine keeps them), any Python state the site op
+    read would recompile it when it changed: after warming up both widths and both row counts
+    (prefill, decode), new recipes, scales and batch layouts add no graph and no recompilation,
+    and give what the eager op gives."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = make_core(compile_sites="eager", max_batch_tokens=32)
+    eager = make_core(max_batch_tokens=32)
+    warm = _recipe(
+        compiled,
+        [
+            {"op": "steer", "layer": 1, "vector": "v1"},
+            {"op": "probe", "layer": 2, "point": "mlp_act", "probe": "pm"},
+        ],
+    )
+    for core in (compiled, eager):
+        run_alone(core, _req("warm", _prompt(1, 9), warm, n=3))
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= 1 and not counters["graph_break"]
+    schedule = [
+        (
+            0,
+            _req(
+                "gated",
+                _prompt(2, 12),
+                _recipe(
+                    compiled,
+                    [
+                        {
+                            "op": "steer",
+                            "layer": 2,
+                            "vector": "v2",
+                            "scale": 2.0,
+                            "when": {"probe": "p1", "layer": 1, "threshold": 0.0},
+                        },
+                        {"op": "ablate", "layer": 3, "point": "mlp_act", "dims": [1, 5]},
+                        {"op": "logit_lens", "layer": 1, "k": 3},
+                    ],
+                ),
+                n=6,
+            ),
+        ),
+        (
+            1,
+            _req(
+                "late",
+                _prompt(3, 5),
+                _recipe(
+                    compiled,
+                    [
+                        {
+                            "op": "clamp",
+                            "layer": 0,
+                            "point": "resid_pre",
+                            "direction": "v1",
+                            "value": 2.0,
+                            "positions": {"indices": [0, -1]},
+                        },
+                        {
+                            "op": "steer",
+                            "layer": 0,
+                            "vector": "v2",
+                            "when": {"probe": "p2", "layer": 3, "threshold": 0.0},
+                        },
+                    ],
+                ),
+                n=6,
+                scheduled=((2, Adjustment(index=0, scale=-1.0)),),
+            ),
+        ),
+        (2, _req("plain", _prompt(4, 20), n=4)),
+    ]
+    ours, theirs = run_schedule(compiled, schedule), run_schedule(eager, schedule)
+    for _, req in schedule:
+        assert_close_runs(theirs[req.request_id], ours[req.request_id])
+    assert counters["stats"]["unique_graphs"] == graphs, "a table change recompiled the site op"
+    assert not counters["recompiles"] and not counters["graph_break"]
+
+
+def test_requests_that_do_not_fit_the_tables_are_refused_by_name(make_core: MakeCore) -> None:
+    core = make_core(
+        capacity=Capacity(
+            max_rows=64,
+            max_requests=4,
+            lanes=2,
+            probes_per_site=2,
+            bank_rows=4,
+            points=("resid_post", "mlp_act"),
+        )
+    )
+    three = [{"op": "steer", "layer": 1, "vector": v} for v in ("v1", "v2", "v1")]
+    for items, needle in (
+        (three, "3 write interventions at layer 1 resid_post; this deployment applies at most 2 per site"),
+        (
+            [{"op": "steer", "layer": 1, "point": "attn_out", "vector": "v1"}],
+            "point attn_out is not compiled into this deployment",
+        ),
+    ):
+        with pytest.raises(RequestError, match=needle):
+            core.add(_req("x", _prompt(1, 4), _recipe(core, items)))
+    # Tables that fill up at admission: the request ends with the reason, the others run.
+    results: dict[str, Result] = {}
+    probes = [{"op": "probe", "layer": 2, "probe": p} for p in ("p1", "p2")]
+    core.add(_req("two-probes", _prompt(2, 4), _recipe(core, probes), n=3))
+    core.add(_req("third", _prompt(3, 4), _recipe(core, [{"op": "probe", "layer": 2, "probe": "p3"}]), n=3))
+    core.add(
+        _req(
+            "bank",
+            _prompt(4, 4),
+            _recipe(core, [{"op": "steer", "layer": layer, "vector": "v1"} for layer in range(4)]),
+            n=3,
+        )
+    )
+    while core.has_work():
+        collect(core.step(), results)
+    assert results["two-probes"].finished.reason == "length"
+    for rid, needle in (
+        ("third", "more than 2 probes at layer 2 resid_post"),
+        ("bank", "the residual-width bank is full"),
+    ):
+        fin = results[rid].finished
+        assert fin is not None and fin.reason == "error" and needle in (fin.error or ""), fin
+    assert len(core.plan) == 0

@@ -7,13 +7,15 @@ One compiled engine serves the whole test session (docs/design.md §5b), built i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import re
 from typing import Any
 
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 
-from interventions.plan import CompiledRecipe
+from interventions.compiler import CompiledRecipe
 from interventions.spec import Adjustment
 from interventions.tiny import load_tiny
 from workers.engines.base import (
@@ -177,20 +179,75 @@ def test_plain_requests_agree_and_sampling_is_the_same_seeded_draw(hf: HFEngineC
 
 
 # ---------------------------------------------------------------------------------------- compiled mode
-def test_the_compiled_model_runs_the_site_ops(hf: HFEngineCore, vllm: Any) -> None:
-    """Forward hooks added after vLLM compiles never run; the site ops are inside the compiled graph."""
-    from vllm.config import CompilationMode
+# What the traced graph may call: torch's own ops and vLLM's kernels (attention, norms, activations).
+VLLM_OP_NAMESPACES = {"aten", "prims", "_C", "vllm"}
+
+
+def _captured_graphs(vllm: Any) -> list[str]:
+    path = vllm.engine.vllm_config.compilation_config.debug_dump_path
+    assert path is not None
+    # The graph Dynamo captured (depyf names it before Inductor's passes), with its inputs' names.
+    graphs = [f.read_text() for f in sorted(path.rglob("*.py")) if "BEFORE_PRE_GRAD" in f.name]
+    assert graphs, f"no captured graph was dumped under {path}"
+    return graphs
+
+
+def test_the_sites_are_traced_into_the_compiled_graph(vllm: Any) -> None:
+    """vLLM drops Dynamo's guards after its one trace, so Python state read in the forward would be
+    frozen silently: the graph itself must hold the site math, over the plan's tables."""
+    from vllm.config import CompilationConfig, CompilationMode
 
     config = vllm.engine.vllm_config.compilation_config
-    assert vllm.compiled and config.mode != CompilationMode.NONE
-    recipe = _recipe(vllm, [{"op": "steer", "layer": 1, "vector": "v1", "scale": 3.0}])
+    # On the CPU vLLM traces once with Dynamo and compiles with Inductor (its GPU mode splits at attention).
+    assert vllm.compiled and config.mode in (CompilationMode.VLLM_COMPILE, CompilationMode.DYNAMO_TRACE_ONCE)
+    assert config.backend in ("", "inductor"), config.backend
+    assert set(config.splitting_ops) <= set(CompilationConfig._attention_ops), config.splitting_ops
+    graph = "\n".join(_captured_graphs(vllm))
+    for math in ("lerp", "index_copy", "addmm", "remainder", "vector_norm"):
+        assert math in graph, f"the site op's {math} is not in the graph"
+    for table in ("steerlab_sites_buffers_hidden_ints", "steerlab_sites_buffers_step_row_slot"):
+        assert table in graph, f"the graph does not read the table {table}"
+    namespaces = set(re.findall(r"torch\.ops\.(\w+)\.", graph))
+    assert namespaces <= VLLM_OP_NAMESPACES, f"opaque calls in the graph: {namespaces - VLLM_OP_NAMESPACES}"
+    sites = vllm.shape.num_layers * 5
+    assert graph.count("torch.lerp(") >= sites * vllm.plan.capacity.lanes
+
+
+def test_changed_tables_recipes_and_layouts_never_recompile(hf: HFEngineCore, vllm: Any) -> None:
+    """After the first compile: new recipes, scales and batch layouts give, step by step, what the
+    transformers engine gives, with vLLM's compilation counter unchanged."""
+    from vllm.compilation.counter import compilation_counter
+
+    before = dataclasses.asdict(compilation_counter)
     prompt = random_prompt(3, 10)
-    calls = vllm.runtime.site_calls
-    steered = run_alone(vllm, make_request("c1", prompt, recipe, n=8))
-    assert vllm.runtime.site_calls > calls, "the compiled graph called the site op"
-    plain = run_alone(vllm, make_request("c2", prompt, n=8))
-    assert steered.tokens != plain.tokens, "the steering changed the output"
-    _compare(hf, vllm, make_request("c1", prompt, recipe, n=8))
+    for i, items in enumerate(
+        (
+            [{"op": "steer", "layer": 1, "vector": "v1", "scale": 3.0}],
+            [{"op": "steer", "layer": 1, "vector": "v2", "scale": -2.0, "point": "attn_out"}],
+            [
+                {"op": "clamp", "layer": 3, "direction": "v1", "value": 1.0},
+                {"op": "probe", "layer": 0, "probe": "p2"},
+            ],
+        )
+    ):
+        recipe = _recipe(vllm, items)
+        steered, _ = _compare(hf, vllm, make_request(f"t{i}", prompt, recipe, n=8))
+        plain = run_alone(vllm, make_request(f"p{i}", prompt, n=8))
+        assert steered.tokens != plain.tokens, "the new tables changed the output"
+    # A scale moved mid-generation, replayed on the transformers engine from the same log.
+    recipe = _recipe(vllm, [{"op": "steer", "layer": 2, "vector": "v1", "scale": 0.0}])
+    moved = make_request("m", prompt, recipe, n=8, scheduled=((3, Adjustment(index=0, scale=5.0)),))
+    _compare(hf, vllm, moved)
+    # Another batch layout: three requests with different recipes in one chunked batch.
+    assert_mixed_batch_matches_solo(
+        vllm,
+        [
+            (0, [{"op": "steer", "layer": 0, "vector": "v2", "scale": 2.0}], 40, 5, 4),
+            (1, [], 7, 5, 5),
+            (1, [{"op": "probe", "layer": 3, "probe": "p1"}], 9, 5, 6),
+        ],
+    )
+    assert dataclasses.asdict(compilation_counter) == before
 
 
 # ---------------------------------------------------------------------------------------- isolation

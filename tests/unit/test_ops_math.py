@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from interventions.plan import ProbeData, RecipeError, VectorData, compile_recipe
+from interventions.compiler import ProbeData, RecipeError, VectorData, compile_recipe
 from interventions.runner import PlainRunner
 from interventions.spec import parse_recipe
 from interventions.tiny import load_tiny
@@ -190,7 +190,9 @@ def test_when_gate_writes_only_where_the_probe_crosses(runner: PlainRunner, ids:
     w, v = _vec(hidden, 6), _vec(hidden, 7)
     clean = runner.forward(ids[:1], capture=[(0, "resid_post")])
     scores = clean.captured[(0, "resid_post")][0][0] @ w
-    threshold = float(scores.median())
+    # Between two scores, not on one: a score equal to the threshold would hang on the last bit.
+    ordered = scores.sort().values
+    threshold = float((ordered[SEQ // 2] + ordered[SEQ // 2 + 1]) / 2)
     gate = {"probe": "p", "layer": 0, "threshold": threshold}
     items = [
         {"op": "steer", "layer": 1, "vector": "v", "when": gate},

@@ -26,7 +26,7 @@ from django.conf import settings
 from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
-from interventions.plan import Site
+from interventions.compiler import Site
 from webapp import leases
 from webapp.jobs.models import Job, JobBatch, JobStatus
 from webapp.leases import LeaseLost

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from interventions.plan import EMPTY_RECIPE, CompiledRecipe, ProbeData, VectorData, compile_recipe
+from interventions.compiler import EMPTY_RECIPE, CompiledRecipe, ProbeData, VectorData, compile_recipe
 from interventions.spec import parse_recipe
 from webapp.jobs.kinds import pinned_probes
 from webapp.jobs.models import Job

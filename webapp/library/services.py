@@ -45,7 +45,7 @@ from django.utils.text import slugify
 
 from interventions import probes as probe_io
 from interventions import vectors as vector_io
-from interventions.plan import ProbeData, RecipeError, VectorData, compile_recipe, recipe_problems
+from interventions.compiler import ProbeData, RecipeError, VectorData, compile_recipe, recipe_problems
 from interventions.spec import Recipe as RecipeSpec
 from interventions.spec import parse_recipe
 from webapp.accounts.models import Membership, Role, Team, User

@@ -25,7 +25,7 @@ from django.core.cache import cache
 from django.db import connections, transaction
 from django.utils import timezone
 
-from interventions.plan import ProbeData, VectorData, compile_recipe
+from interventions.compiler import ProbeData, VectorData, compile_recipe
 from interventions.spec import Adjustment, parse_recipe
 from webapp import leases
 from webapp.leases import LeaseLost

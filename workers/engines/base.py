@@ -1,7 +1,7 @@
 """The Engine protocol and the request/event types every engine speaks (docs/design.md §5).
 
 An engine serves many requests at once from one shared model. A request carries its prompt
-tokens, sampling parameters and its *compiled* recipe (``interventions.plan.compile_recipe``
+tokens, sampling parameters and its *compiled* recipe (``interventions.compiler.compile_recipe``
 checks the recipe against the model before anything reaches the engine). The engine answers with
 a stream of events per request: reads for every processed position (prompt tokens and generated
 ones, the last generated token included), tokens as they are sampled, acknowledgements of live
@@ -16,7 +16,7 @@ from typing import Literal, Protocol
 
 from torch import Tensor
 
-from interventions.plan import EMPTY_RECIPE, CompiledRecipe, Site
+from interventions.compiler import EMPTY_RECIPE, CompiledRecipe, Site
 from interventions.spec import Adjustment
 
 

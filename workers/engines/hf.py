@@ -35,7 +35,9 @@ from torch import Tensor
 from transformers import GenerationConfig, PreTrainedModel
 from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
-from interventions.plan import BatchPlan, Site
+from interventions import ops
+from interventions.compiler import Site
+from interventions.plan import BatchPlan, Capacity
 from interventions.sites import adapter_for, install_hook
 from workers.engines import sampling
 from workers.engines.base import (
@@ -69,6 +71,10 @@ class HFEngineCore(SteppedCore[_Live]):
             least one page: size it for ``max_requests`` (requests that do not fit wait).
         page_size: tokens per KV page.
         min_step_time: seconds; a step never returns sooner (tests that act during a generation).
+        capacity: sizes of the intervention tables (default: from ``max_requests`` and
+            ``max_batch_tokens``).
+        compile_sites: a ``torch.compile`` backend for the site op ("inductor" on a GPU; "eager"
+            checks that it traces whole), or None to run it eagerly.
     """
 
     def __init__(
@@ -82,6 +88,8 @@ class HFEngineCore(SteppedCore[_Live]):
         num_blocks: int = 256,
         page_size: int = 64,
         min_step_time: float = 0.0,
+        capacity: Capacity | None = None,
+        compile_sites: str | None = None,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -95,13 +103,19 @@ class HFEngineCore(SteppedCore[_Live]):
         )
         self.max_requests = max_requests
         self._hooks: list[Any] = []
+        site_fn = ops.apply_site
+        if compile_sites is not None:
+            # One graph for every site: the site index and the tables are inputs, and the row count
+            # is dynamic, so no change of tables, recipes or batch layout recompiles it.
+            site_fn = torch.compile(ops.apply_site, backend=compile_sites, fullgraph=True, dynamic=True)
         self.plan = BatchPlan(
             self.shape,
-            max_requests=max_requests,
+            capacity or Capacity(max_rows=max_batch_tokens, max_requests=max_requests),
             device=self.device,
             dtype=model.dtype,
             lens_fn=self.adapter.logit_lens,
             on_new_site=self._install_site,
+            site_fn=site_fn,
         )
         generation_config = GenerationConfig(do_sample=False, eos_token_id=None, pad_token_id=0)
         cb_config = ContinuousBatchingConfig(
@@ -130,7 +144,7 @@ class HFEngineCore(SteppedCore[_Live]):
         self._top_logprobs: dict[int, int] = {}  # slot -> top_logprobs asked, for the requests asking
         self._init_requests()
         self._layout_key: tuple[Any, ...] = ()
-        self._layout: tuple[Tensor, Tensor] | None = None
+        self._layout: tuple[np.ndarray, Tensor] | None = None
         self._step_sampling: tuple[Tensor, ...] | None = None
         self._step_logprobs: Tensor | None = None
         self._step_logits: Tensor | None = None
@@ -154,7 +168,7 @@ class HFEngineCore(SteppedCore[_Live]):
 
     # ------------------------------------------------------------------ validation
     def _validate(self, req: GenerationRequest) -> None:
-        validate_request(req, self.shape, self.max_context, has_tokenizer=self.tokenizer is not None)
+        validate_request(req, self.plan, self.max_context, has_tokenizer=self.tokenizer is not None)
 
     # ------------------------------------------------------------------ hooks
     def _install_site(self, site: Site) -> None:
@@ -162,9 +176,11 @@ class HFEngineCore(SteppedCore[_Live]):
         ref = self.adapter.locate(*site)
         plan = self.plan
 
-        def hook(h: Tensor) -> Tensor:
-            if self._capture is not None and site in self._capture:
-                self._capture[site] = h.detach().reshape(-1, width).clone()
+        def hook(h: Tensor) -> Tensor | None:
+            if self._capture is not None:  # an unsteered forward of patch sources: read only
+                if site in self._capture:
+                    self._capture[site] = h.detach().reshape(-1, width).clone()
+                return None
             return plan.apply(site, h)
 
         self._hooks.append(install_hook(ref, hook))
@@ -234,19 +250,14 @@ class HFEngineCore(SteppedCore[_Live]):
     ) -> dict[Site, Tensor]:
         """Activations of an unsteered forward of ``tokens`` at ``sites`` (patch sources).
 
-        A plain forward outside the paged cache, with every row in the null slot (no lanes apply).
+        A plain forward outside the paged cache, in which the hooks only read.
         """
         for site in sites:
             self.plan.ensure_site(site)
         self._capture = dict.fromkeys(sites)
         try:
-            n = len(tokens)
-            self.plan.begin_step(
-                torch.zeros(n, dtype=torch.long, device=self.device), torch.arange(n, device=self.device)
-            )
             with self._plain_attention():
                 self.model(input_ids=torch.tensor([list(tokens)], device=self.device), use_cache=False)
-            self.plan.end_step()
             captured = self._capture
         finally:
             self._capture = None
@@ -326,11 +337,11 @@ class HFEngineCore(SteppedCore[_Live]):
         # Host work that depends on requests happens only when the batch's composition changes.
         slots = [self._live[rid].slot if rid in self._live else 0 for rid, _, _ in key]
         qlens = [q for _, q, _ in key]
-        row_slot = torch.repeat_interleave(torch.tensor(slots, dtype=torch.long), torch.tensor(qlens))
+        row_slot = np.repeat(np.array(slots, dtype=np.int64), qlens)
         logit_slots = torch.tensor(
             [s for s, (_, _, new) in zip(slots, key, strict=True) if new], dtype=torch.long
         )
-        self._layout = (row_slot.to(self.device), logit_slots.to(self.device))
+        self._layout = (row_slot, logit_slots.to(self.device))
         self._layout_key = key
         self._sampling_tables = tuple(
             torch.from_numpy(a.copy()).to(self.device)

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from interventions.plan import BatchPlan, RecipeError, Site, positions_contain, resolve_positions
+from interventions.compiler import RecipeError, Site, positions_contain, resolve_positions
+from interventions.plan import BatchPlan, PlanFull
 from interventions.sites import POINTS, ModelShape
 from workers.engines.base import (
     MAX_COLLECT_SITES,
@@ -22,9 +23,10 @@ CAPABILITIES = ("steer", "ablate", "project_out", "clamp", "patch", "probe", "lo
 
 
 def validate_request(
-    req: GenerationRequest, shape: ModelShape, max_context: int, *, has_tokenizer: bool
+    req: GenerationRequest, plan: BatchPlan, max_context: int, *, has_tokenizer: bool
 ) -> None:
-    """Raise RequestError for anything that must not reach a forward pass."""
+    """Raise RequestError for anything that must not reach a forward pass (or cannot fit ``plan``)."""
+    shape = plan.shape
     if not req.request_id or len(req.request_id) > 200:
         raise RequestError("request_id must be 1-200 characters")
     if not req.prompt_tokens:
@@ -46,6 +48,12 @@ def validate_request(
     if req.collect is not None:
         _validate_collect(req, shape)
     recipe = req.recipe
+    try:
+        plan.check(recipe)
+        for site in req.collect.sites if req.collect is not None else ():
+            plan.tables_of(site)
+    except PlanFull as e:
+        raise RequestError(str(e)) from e
     for item in recipe.items():
         layer, point = item.site
         if not 0 <= layer < shape.num_layers:

@@ -20,7 +20,8 @@ from typing import Generic, TypeVar
 
 from torch import Tensor
 
-from interventions.plan import BatchPlan, Site
+from interventions.compiler import Site
+from interventions.plan import BatchPlan
 from interventions.spec import Adjustment
 from workers.engines.base import (
     AdjustedEvent,

@@ -4,8 +4,9 @@
 ``step``) over vLLM's ``LLMEngine`` (V1: ``add_request``/``step``, never batch ``generate``),
 in-process with the single-process executor so that the plan lives beside the model runner:
 
-* the decoder layers are built with the site ops of ``injection`` (before vLLM compiles them), and
-  ``runtime.Runtime`` fills the plan's per-row tables from vLLM's batch layout before each forward;
+* the decoder layers get their sites when vLLM creates the model, before it compiles it: tensor code
+  over the persistent tables of a ``BatchPlan`` (``injection``), which vLLM traces into its graph;
+  ``runtime.Runtime`` writes vLLM's batch layout into the tables before each forward;
 * a request travels to vLLM as token ids with ``SamplingParams.extra_args = {"steerlab": id}``
   (ids only, msgpack-safe); its compiled recipe goes into the plan here, its tensors into the plan's
   content-addressed banks (the warm cache keeps them resident between requests);
@@ -21,6 +22,7 @@ in-process with the single-process executor so that the plan lives beside the mo
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import queue
@@ -34,8 +36,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from interventions.plan import Site
-from interventions.sites import ModelShape
+from interventions.compiler import Site
+from interventions.plan import Capacity
+from interventions.sites import POINTS, ModelShape
 from workers.engines.base import (
     EngineInfo,
     Event,
@@ -54,41 +57,24 @@ log = logging.getLogger(__name__)
 _RUNTIMES: dict[int, Runtime] = {}
 
 
-def configure_environment(cache_root: Path | None = None) -> None:
+def configure_environment() -> None:
     """vLLM settings the engine relies on; call before vLLM reads its environment.
 
-    In-process engine core and executor: the plan and the model runner share memory. The compile
-    cache lives under a root keyed by the injection code, since vLLM's cache key does not see it.
+    In-process engine core and executor: the plan and the model runner share memory. (The compile
+    cache needs no setting: the sites' code and sizes are part of vLLM's cache key through
+    ``additional_config``.)
     """
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     # The V1 runner (the GPU default in 0.32 may be Model Runner V2, whose state differs).
     os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
-    if "VLLM_CACHE_ROOT" not in os.environ:
-        source = Path(injection.__file__).read_bytes()
-        tag = hashlib.sha256(source).hexdigest()[:12]
-        root = cache_root or Path(os.environ.get("STEERLAB_CACHE_DIR", Path.home() / ".cache" / "steerlab"))
-        os.environ["VLLM_CACHE_ROOT"] = str(root / f"vllm-{tag}")
 
 
-def graph_safe_compilation() -> Any:
-    """GPU compilation that keeps the site ops out of CUDA graphs.
-
-    The ops read per-step tables that Python fills before each forward; a captured graph would
-    replay the tables of its capture. They become splitting ops (run between piecewise graphs, like
-    attention) and full-graph capture is off. Not exercised by CPU CI (see README).
-    """
-    from vllm.config import CompilationConfig
-
-    return CompilationConfig(
-        cudagraph_mode="PIECEWISE",
-        splitting_ops=[*CompilationConfig._attention_ops, "steerlab::resid", "steerlab::act"],
-    )
-
-
-def _attach(worker: Any, key: int, shape: ModelShape, max_requests: int) -> None:
+def _attach(worker: Any, key: int, shape: ModelShape) -> None:
     runner = getattr(worker, "worker", worker).model_runner
-    injection.check_instrumented(runner.get_model(), key, shape.num_layers)
-    _RUNTIMES[key] = Runtime(runner, key, shape, max_requests)
+    _RUNTIMES[key] = Runtime(runner, shape)
+
+
+_keys = itertools.count(1)
 
 
 @dataclass
@@ -124,6 +110,8 @@ class VLLMEngineCore(SteppedCore[_Live]):
         enforce_eager: skip torch.compile (the default compiles; the site ops are compiled in).
         dtype: model dtype ("auto": the checkpoint's).
         prefix_caching: share KV between requests with the same prefix and intervention history.
+        points: the points compiled into the model (None: all); requests elsewhere are refused.
+        debug_dump_path: where vLLM dumps the graphs it compiles (``compilation_config``).
         min_step_time: seconds; a step never returns sooner (tests that act during a generation).
     """
 
@@ -142,6 +130,8 @@ class VLLMEngineCore(SteppedCore[_Live]):
         dtype: str = "auto",
         prefix_caching: bool = True,
         min_step_time: float = 0.0,
+        points: Sequence[str] | None = None,
+        debug_dump_path: str | None = None,
     ) -> None:
         configure_environment()
         from vllm import EngineArgs
@@ -151,7 +141,13 @@ class VLLMEngineCore(SteppedCore[_Live]):
         self.model_name = model_name
         self.min_step_time = min_step_time
         self.max_requests = max_requests
-        self.key = injection.new_engine_key()
+        self.key = next(_keys)
+        capacity = Capacity(
+            max_rows=max_batch_tokens,
+            max_requests=max_requests,
+            points=tuple(points) if points is not None else POINTS,
+        )
+        injection.install()
         args = EngineArgs(
             model=source,
             revision=revision or None,
@@ -167,11 +163,16 @@ class VLLMEngineCore(SteppedCore[_Live]):
             enforce_eager=enforce_eager,
             seed=0,
             disable_log_stats=True,  # the worker reports its own engine status
+            additional_config=injection.engine_config(capacity),
         )
-        if torch.cuda.is_available() and not enforce_eager:
-            args.compilation_config = graph_safe_compilation()
-        with injection.building(self.key):
-            self.engine = LLMEngine.from_engine_args(args)
+        if debug_dump_path is not None:
+            from vllm.config import CompilationConfig, CompilationMode
+
+            args.compilation_config = CompilationConfig(
+                mode=CompilationMode.NONE if enforce_eager else CompilationMode.VLLM_COMPILE,
+                debug_dump_path=Path(debug_dump_path),
+            )
+        self.engine = LLMEngine.from_engine_args(args)
         config = self.engine.vllm_config.model_config.hf_config
         self.shape = ModelShape(
             model_type=str(config.model_type),
@@ -182,7 +183,7 @@ class VLLMEngineCore(SteppedCore[_Live]):
         )
         self.max_context = max_model_len
         self.compiled = not enforce_eager
-        self.engine.collective_rpc(_attach, args=(self.key, self.shape, max_requests))
+        self.engine.collective_rpc(_attach, args=(self.key, self.shape))
         runtime = _RUNTIMES.get(self.key)
         if runtime is None:
             raise RuntimeError(
@@ -221,7 +222,7 @@ class VLLMEngineCore(SteppedCore[_Live]):
         return bool(self._waiting or self._collecting) or super().has_work()
 
     def _validate(self, req: GenerationRequest) -> None:
-        validate_request(req, self.shape, self.max_context, has_tokenizer=self.tokenizer is not None)
+        validate_request(req, self.plan, self.max_context, has_tokenizer=self.tokenizer is not None)
 
     # ------------------------------------------------------------------ the step
     @torch.no_grad()
@@ -238,6 +239,7 @@ class VLLMEngineCore(SteppedCore[_Live]):
         if self.runtime.forward_passes == before:
             return events
         self.steps += 1
+        self._fail_overflow(events)
         self._emit_reads(events)
         sampled = self.runtime.sampled
         by_key: dict[str, int] = {}
@@ -454,6 +456,28 @@ class VLLMEngineCore(SteppedCore[_Live]):
             self.runtime.captures.pop(cid, None)
 
     # ------------------------------------------------------------------ outputs
+    def _fail_overflow(self, events: list[Event]) -> None:
+        """Requests whose reads did not fit this step's capture buffer end with an error (a read that
+        is never silently missing)."""
+        record = self.runtime.last
+        if record is None or not record.overflow:
+            return
+        error = "this step's reads exceeded the engine's capture buffer (raise capture_rows)"
+        for key in record.overflow:
+            live = self._live.get(key)
+            if live is not None:
+                self._finish(live, "error", events, error=error)
+                continue
+            rid = self._capture_of.get(key)
+            waiting = self._waiting.get(rid) if rid is not None else None
+            collecting = self._collecting.pop(key, None)
+            if waiting is not None:
+                self._drop_waiting(waiting, events, reason="error", error=error)
+            elif collecting is not None:
+                self._cancel_captures([key])
+                events.append(FinishedEvent(collecting.request_id, "error", (), error=error))
+                self._forget(collecting.request_id)
+
     def _emit_reads(self, events: list[Event]) -> None:
         record = self.runtime.last
         if record is None or (record.scores is None and not record.lens):

@@ -1,213 +1,286 @@
-"""Intervention sites compiled into vLLM's decoder layers: torch custom ops placed before the build.
+"""Intervention sites traced into vLLM's graph: module hooks on the decoder layers, found by structure.
 
-vLLM compiles the model once (Dynamo + Inductor; CUDA graphs on a GPU) and never re-checks guards,
-so forward hooks registered afterwards silently never run (``docs/vllm-notes.md``). Instead,
-``patch_model_classes`` replaces the forward of the supported decoder-layer and MLP classes *before*
-a model is built, with versions that call two custom ops at every site of every layer:
+vLLM compiles the model once (Dynamo + Inductor; CUDA graphs on a GPU) and then drops Dynamo's
+guards, so Python state read in the forward is frozen at the first trace and hooks added afterwards
+never run (``docs/vllm-notes.md``). So the sites are put in place when the model is created, before
+its first forward, and they hold only tensor code: ``ops.apply_site`` over the tables of a
+``BatchPlan`` allocated there at its maximum sizes. Dynamo traces the hooks into the model's graph;
+between steps the runtime changes only the tables' contents.
 
-* ``steerlab::resid(hidden, residual, engine, layer, point)`` at ``resid_pre`` / ``resid_post``.
-  vLLM carries the residual stream as ``(hidden, residual)`` with ``resid = hidden + residual`` (the
-  fused add-norm adds them later); the op reads their sum and, on the rows a lane changed, writes
-  ``(new_resid, 0)`` so the split stays consistent and untouched rows keep their exact values.
-* ``steerlab::act(x, engine, layer, point)`` at ``attn_out``, ``mlp_act``, ``mlp_out`` (and at
-  layer 0's ``resid_pre``, where vLLM has no residual yet).
+The plan's sizes and the points compiled in travel in vLLM's ``additional_config`` (``engine_config``),
+which vLLM hashes into its compile-cache key together with a hash of this code.
 
-The ops mutate their inputs in place and return nothing: the compiled graph keeps them as opaque
-calls (Inductor does not trace into them), and when no request has work at a site the call returns at
-once without touching memory. What they do is decided per step by the engine's runtime
-(``runtime.Runtime``), found by ``engine`` (an integer key baked into the graph).
+Sites, for decoder layer ``L`` (found by structure, not by class):
 
-Only layers built while ``building(key)`` is active are instrumented; other vLLM models in the process
-keep the original code path.
+* ``resid_pre`` / ``resid_post``: the layer's input / output. vLLM carries the residual stream as
+  ``(hidden, residual)`` with ``resid = hidden + residual`` (a fused add-norm adds them next); the
+  hooks read their sum and pass on ``(new resid, 0)``, which the add-norm turns back into exactly
+  the same values for rows no lane changed (``x + 0 == x``).
+* ``attn_out`` / ``mlp_out``: what the attention / MLP branch adds to the residual stream: the
+  module's output, or the output of its post-norm where the layer has one (Gemma 2/3, OLMo 2).
+* ``mlp_act``: the input of the MLP's down projection.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, Protocol
+import dataclasses
+import hashlib
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-POINTS = ("resid_pre", "attn_out", "mlp_act", "mlp_out", "resid_post")
-RESID_PRE, ATTN_OUT, MLP_ACT, MLP_OUT, RESID_POST = range(5)
+from interventions import ops
+from interventions.compiler import Site
+from interventions.plan import BatchPlan, Capacity
+from interventions.sites import ModelShape
 
-# The decoder-layer and MLP classes whose forward is replaced: families whose layers share Llama's
-# structure (input norm -> attention -> post-attention fused add-norm -> gate/up MLP).
-SUPPORTED = (
-    ("vllm.model_executor.models.llama", "LlamaDecoderLayer", "LlamaMLP"),
-    ("vllm.model_executor.models.qwen2", "Qwen2DecoderLayer", "Qwen2MLP"),
-)
-
-
-class SiteHandler(Protocol):
-    def resid(self, hidden: Tensor, residual: Tensor, layer: int, point: int) -> None: ...
-
-    def act(self, x: Tensor, layer: int, point: int) -> None: ...
+CONFIG_KEY = "steerlab"
+_ATTENTION = ("self_attn", "attn", "attention")
+_MLP = ("mlp", "feed_forward")
+_DOWN = ("down_proj", "c_proj", "dense_4h_to_h", "fc2")
 
 
-_HANDLERS: dict[int, SiteHandler] = {}
-_lock = threading.Lock()
-_building: list[int] = []
-_next_key = [1]
-_patched: dict[type, Callable[..., Any]] = {}
+def _code_hash() -> str:
+    # The compiled graph depends on this code and the ops it traces: part of vLLM's cache key.
+    h = hashlib.sha256()
+    for module in (ops, __import__("interventions.plan", fromlist=["x"])):
+        h.update(Path(module.__file__ or "").read_bytes())
+    h.update(Path(__file__).read_bytes())
+    return h.hexdigest()[:16]
 
 
-def new_engine_key() -> int:
-    with _lock:
-        key = _next_key[0]
-        _next_key[0] += 1
-        return key
+def engine_config(capacity: Capacity) -> dict[str, Any]:
+    """The ``additional_config`` entry that makes vLLM build a model with sites (msgpack/JSON-safe)."""
+    fields = dataclasses.asdict(capacity)
+    fields["points"] = list(capacity.points)
+    return {CONFIG_KEY: {"capacity": fields, "code": _code_hash()}}
 
 
-def register(key: int, handler: SiteHandler) -> None:
-    _HANDLERS[key] = handler
+def plan_of(model: nn.Module) -> BatchPlan:
+    """The plan whose tables ``model``'s sites read (set when the model was created)."""
+    plan = getattr(model, "steerlab_plan", None)
+    if not isinstance(plan, BatchPlan):
+        raise RuntimeError("this vLLM model was built without Steerlab's sites (install() before the engine)")
+    for module in model.modules():
+        if isinstance(module, SiteBuffers):
+            module.check()
+            break
+    return plan
 
 
-def unregister(key: int) -> None:
-    _HANDLERS.pop(key, None)
+def install() -> None:
+    """Instrument every model vLLM creates in this process whose config asks for it (idempotent)."""
+    from vllm.model_executor.model_loader.base_loader import BaseModelLoader
+
+    original = BaseModelLoader.create_model
+    if getattr(original, "_steerlab", False):
+        return
+
+    def create_model(self: Any, vllm_config: Any, model_config: Any, prefix: str = "") -> nn.Module:
+        model = original(self, vllm_config, model_config, prefix)
+        extra = vllm_config.additional_config
+        settings = extra.get(CONFIG_KEY) if isinstance(extra, dict) else None
+        if settings is not None:
+            instrument(model, vllm_config, settings)
+        return model
+
+    create_model._steerlab = True  # type: ignore[attr-defined]
+    BaseModelLoader.create_model = create_model
 
 
-@torch.library.custom_op("steerlab::resid", mutates_args=("hidden", "residual"))
-def resid_site(hidden: Tensor, residual: Tensor, engine: int, layer: int, point: int) -> None:
-    handler = _HANDLERS.get(engine)
-    if handler is not None:
-        handler.resid(hidden, residual, layer, point)
+def shape_of(hf_config: Any) -> ModelShape:
+    return ModelShape(
+        model_type=str(hf_config.model_type),
+        num_layers=int(hf_config.num_hidden_layers),
+        hidden_size=int(hf_config.hidden_size),
+        mlp_size=int(getattr(hf_config, "intermediate_size", 0) or 4 * int(hf_config.hidden_size)),
+        vocab_size=int(hf_config.vocab_size),
+    )
 
 
-@resid_site.register_fake
-def _(hidden: Tensor, residual: Tensor, engine: int, layer: int, point: int) -> None:
+def instrument(model: nn.Module, vllm_config: Any, settings: dict[str, Any]) -> BatchPlan:
+    """Allocate the plan's tables and hook every decoder layer's sites (before the first forward)."""
+    fields = dict(settings["capacity"])
+    fields["points"] = tuple(fields["points"])
+    model_config = vllm_config.model_config
+    shape = shape_of(model_config.hf_text_config)
+    param = next(model.parameters())
+    plan = BatchPlan(shape, Capacity(**fields), device=param.device, dtype=model_config.dtype)
+    buffers = SiteBuffers(plan)
+    for index, layer in enumerate(decoder_layers(model, shape.num_layers)):
+        for module in _hook_layer(layer, index, plan):
+            module.steerlab_sites = buffers
+    setattr(model, "steerlab_plan", plan)  # noqa: B010 (a plain attribute, not a module)
+    return plan
+
+
+def decoder_layers(model: nn.Module, num_layers: int) -> list[nn.Module]:
+    """The model's decoder layers: the module list of ``num_layers`` blocks that hold an attention."""
+    for module in model.modules():
+        if (
+            isinstance(module, nn.ModuleList)
+            and len(module) == num_layers
+            and all(_child(block, _ATTENTION) is not None for block in module)
+        ):
+            return list(module)
+    raise RuntimeError(
+        f"{type(model).__name__}: no list of {num_layers} decoder layers with an attention module "
+        f"({', '.join(_ATTENTION)}); interventions cannot run on this model"
+    )
+
+
+def _child(module: nn.Module, names: tuple[str, ...]) -> nn.Module | None:
+    for name in names:
+        child = getattr(module, name, None)
+        if isinstance(child, nn.Module):
+            return child
     return None
 
 
-@torch.library.custom_op("steerlab::act", mutates_args=("x",))
-def act_site(x: Tensor, engine: int, layer: int, point: int) -> None:
-    handler = _HANDLERS.get(engine)
-    if handler is not None:
-        handler.act(x, layer, point)
+class SiteBuffers(nn.Module):
+    """The plan's tables as non-persistent buffers of every hooked module.
 
-
-@act_site.register_fake
-def _(x: Tensor, engine: int, layer: int, point: int) -> None:
-    return None
-
-
-@contextmanager
-def building(key: int) -> Iterator[None]:
-    """Layers constructed inside this block call the ops with engine key ``key``."""
-    patch_model_classes()
-    with _lock:
-        _building.append(key)
-    try:
-        yield
-    finally:
-        with _lock:
-            _building.remove(key)
-
-
-def _layer_index(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-    from vllm.model_executor.models.utils import extract_layer_index
-
-    prefix = kwargs.get("prefix")
-    if prefix is None:
-        prefix = next(a for a in args if isinstance(a, str))
-    return extract_layer_index(prefix)
-
-
-def _decoder_forward(
-    self: Any, positions: Tensor, hidden_states: Tensor, residual: Tensor | None, **kwargs: Any
-) -> tuple[Tensor, Tensor]:
-    site = getattr(self, "_steerlab", None)
-    if site is None:
-        return _original(self)(self, positions, hidden_states, residual, **kwargs)
-    key, layer = site
-    # Llama's decoder layer, with a site call at each point. `key` and `layer` are Python ints: the
-    # compiled graph holds them as constants.
-    if residual is None:
-        torch.ops.steerlab.act(hidden_states, key, layer, RESID_PRE)
-        residual = hidden_states
-        hidden_states = self.input_layernorm(hidden_states)
-    else:
-        torch.ops.steerlab.resid(hidden_states, residual, key, layer, RESID_PRE)
-        hidden_states, residual = self.input_layernorm(hidden_states, residual)
-    hidden_states = self.self_attn(positions=positions, hidden_states=hidden_states)
-    torch.ops.steerlab.act(hidden_states, key, layer, ATTN_OUT)
-    hidden_states, residual = self.post_attention_layernorm(hidden_states, residual)
-    hidden_states = self.mlp(hidden_states)
-    torch.ops.steerlab.act(hidden_states, key, layer, MLP_OUT)
-    torch.ops.steerlab.resid(hidden_states, residual, key, layer, RESID_POST)
-    return hidden_states, residual
-
-
-def _mlp_forward(self: Any, x: Tensor) -> Tensor:
-    site = getattr(self, "_steerlab", None)
-    if site is None:
-        return _original(self)(self, x)
-    key, layer = site
-    x, _ = self.gate_up_proj(x)
-    x = self.act_fn(x)
-    torch.ops.steerlab.act(x, key, layer, MLP_ACT)
-    x, _ = self.down_proj(x)
-    return x
-
-
-def _original(obj: Any) -> Callable[..., Any]:
-    # The replaced forward of the nearest patched class (subclasses such as Mistral's inherit it).
-    return _patched[next(c for c in type(obj).__mro__ if c in _patched)]
-
-
-def _wrap_init(cls: type) -> None:
-    original = cls.__init__  # type: ignore[misc]
-
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        if not _building:
-            return
-        site = (_building[-1], _layer_index(args, kwargs))
-        self._steerlab = site
-        self.mlp._steerlab = site
-
-    cls.__init__ = __init__  # type: ignore[misc]
-
-
-def patch_model_classes() -> None:
-    """Replace the supported classes' forwards (idempotent; before any model is built)."""
-    import importlib
-
-    with _lock:
-        for module_name, layer_name, mlp_name in SUPPORTED:
-            module = importlib.import_module(module_name)
-            layer_cls, mlp_cls = getattr(module, layer_name), getattr(module, mlp_name)
-            if layer_cls in _patched:
-                continue
-            _patched[layer_cls] = layer_cls.forward
-            _patched[mlp_cls] = mlp_cls.forward
-            layer_cls.forward = _decoder_forward
-            mlp_cls.forward = _mlp_forward
-            _wrap_init(layer_cls)
-
-
-def check_instrumented(model: torch.nn.Module, key: int, num_layers: int) -> None:
-    """Raise unless every decoder layer of ``model`` runs the site ops for engine ``key``.
-
-    A family whose layers override ``forward`` (or are not built from a supported class) would
-    silently skip every intervention; this turns that into an error at load time.
+    The hooks reach the tables through the module they run on, so the traced graph takes them as
+    the model's buffers: inputs that vLLM passes on every call (also to a graph it loads from its
+    compile cache), never constants captured at trace time.
     """
-    seen = set()
-    for name, module in model.named_modules():
-        site = getattr(module, "_steerlab", None)
-        if site is None or site[0] != key or not hasattr(module, "self_attn"):
-            continue
-        if type(module).forward is not _decoder_forward or type(module.mlp).forward is not _mlp_forward:
-            raise RuntimeError(
-                f"{name} ({type(module).__name__}) overrides forward: interventions cannot run"
-            )
-        seen.add(site[1])
-    if seen != set(range(num_layers)):
-        families = ", ".join(layer for _, layer, _ in SUPPORTED)
-        raise RuntimeError(
-            f"the vLLM engine instruments only models built from {families}; "
-            f"this model has instrumented layers {sorted(seen)} of {num_layers}"
+
+    def __init__(self, plan: BatchPlan) -> None:
+        super().__init__()
+        self.plan = [plan]  # a list: not a submodule, not traced
+        for name, tensor in _plan_tensors(plan):
+            self.register_buffer(name, tensor, persistent=False)
+
+    def step_tables(self) -> ops.StepTables:
+        return ops.StepTables(**{name: getattr(self, f"step_{name}") for name in _STEP_FIELDS})
+
+    def width_tables(self, width: str) -> ops.WidthTables:
+        return ops.WidthTables(**{name: getattr(self, f"{width}_{name}") for name in _WIDTH_FIELDS})
+
+    def check(self) -> None:
+        """Raise if a buffer is no longer the plan's tensor (e.g. a dtype cast copied it)."""
+        for name, tensor in _plan_tensors(self.plan[0]):
+            if getattr(self, name) is not tensor:
+                raise RuntimeError(f"the site table {name} was replaced after the model was built")
+
+
+# Field names read once here: the traced hooks only look them up (Dynamo does not trace fields()).
+_STEP_FIELDS = tuple(f.name for f in dataclasses.fields(ops.StepTables))
+_WIDTH_FIELDS = tuple(f.name for f in dataclasses.fields(ops.WidthTables))
+
+
+def _plan_tensors(plan: BatchPlan) -> list[tuple[str, Tensor]]:
+    out = [(f"step_{name}", getattr(plan.step, name)) for name in _STEP_FIELDS]
+    for width, tables in (("hidden", plan.hidden.tables), ("mlp", plan.mlp.tables)):
+        out += [(f"{width}_{name}", getattr(tables, name)) for name in _WIDTH_FIELDS]
+    return out
+
+
+def _site_op(plan: BatchPlan, site: Site) -> Callable[[nn.Module, Tensor], Tensor]:
+    index, _ = plan.tables_of(site)
+    width = "mlp" if site[1] == "mlp_act" else "hidden"
+
+    def op(module: nn.Module, x: Tensor) -> Tensor:
+        buffers: SiteBuffers = module.steerlab_sites  # type: ignore[assignment]
+        tables, step = buffers.width_tables(width), buffers.step_tables()
+        return ops.apply_site(x.reshape(-1, x.shape[-1]), tables, index, step).reshape(x.shape)
+
+    return op
+
+
+def _hook_layer(layer: nn.Module, index: int, plan: BatchPlan) -> list[nn.Module]:
+    """Hook the layer's compiled-in sites; returns the modules hooked."""
+    points = set(plan.capacity.points)
+    where = f"decoder layer {index} ({type(layer).__name__})"
+    attn = _child(layer, _ATTENTION)
+    mlp = _child(layer, _MLP)
+    down = _child(mlp, _DOWN) if mlp is not None else None
+    if mlp is None or down is None:
+        raise RuntimeError(f"{where}: no MLP with a down projection ({', '.join(_DOWN)})")
+    # Layers that normalize a branch's output before adding it (Gemma 2/3: pre_feedforward_layernorm
+    # beside post-norms; OLMo 2: post-norms only) add the normed output: that is attn_out / mlp_out.
+    post_norms = hasattr(layer, "pre_feedforward_layernorm") or (
+        hasattr(layer, "post_feedforward_layernorm") and not hasattr(layer, "input_layernorm")
+    )
+    attn_point = getattr(layer, "post_attention_layernorm", None) if post_norms else attn
+    mlp_point = getattr(layer, "post_feedforward_layernorm", None) if post_norms else mlp
+    if attn_point is None or mlp_point is None:
+        raise RuntimeError(f"{where}: its branches' post-norms were not found")
+    params = [p for p in inspect.signature(layer.forward).parameters if p != "self"]
+    split = "residual" in params
+    hidden_at = params.index("hidden_states") if "hidden_states" in params else 0
+    residual_at = params.index("residual") if split else -1
+
+    if "resid_pre" in points:
+        layer.register_forward_pre_hook(
+            _resid_pre(_site_op(plan, (index, "resid_pre")), hidden_at, residual_at), with_kwargs=True
         )
+    if "resid_post" in points:
+        layer.register_forward_hook(_resid_post(_site_op(plan, (index, "resid_post")), split))
+    for point, module in (("attn_out", attn_point), ("mlp_out", mlp_point)):
+        if point in points:
+            module.register_forward_hook(_output(_site_op(plan, (index, point))))
+    if "mlp_act" in points:
+        down.register_forward_pre_hook(_first_input(_site_op(plan, (index, "mlp_act"))))
+    return [layer, attn_point, mlp_point, down]
+
+
+SiteOp = Callable[[nn.Module, Tensor], Tensor]
+
+
+def _resid_pre(op: SiteOp, hidden_at: int, residual_at: int) -> Callable[..., Any]:
+    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        args_ = list(args)
+        hidden = _get(args_, kwargs, hidden_at, "hidden_states")
+        residual = _get(args_, kwargs, residual_at, "residual") if residual_at >= 0 else None
+        if residual is None:  # no split residual (or vLLM's first layer): the input is the stream
+            _put(args_, kwargs, hidden_at, "hidden_states", op(module, hidden))
+        else:
+            _put(args_, kwargs, hidden_at, "hidden_states", op(module, hidden + residual))
+            _put(args_, kwargs, residual_at, "residual", torch.zeros_like(residual))
+        return tuple(args_), kwargs
+
+    return hook
+
+
+def _resid_post(op: SiteOp, split: bool) -> Callable[..., Any]:
+    def hook(module: nn.Module, args: Any, output: Any) -> Any:
+        if split:
+            hidden, residual = output[0], output[1]
+            return (op(module, hidden + residual), torch.zeros_like(residual), *output[2:])
+        if isinstance(output, tuple):
+            return (op(module, output[0]), *output[1:])
+        return op(module, output)
+
+    return hook
+
+
+def _output(op: SiteOp) -> Callable[..., Any]:
+    def hook(module: nn.Module, args: Any, output: Any) -> Any:
+        if isinstance(output, tuple):
+            return (op(module, output[0]), *output[1:])
+        return op(module, output)
+
+    return hook
+
+
+def _first_input(op: SiteOp) -> Callable[..., Any]:
+    def hook(module: nn.Module, args: tuple[Any, ...]) -> Any:
+        return (op(module, args[0]), *args[1:])
+
+    return hook
+
+
+def _get(args: list[Any], kwargs: dict[str, Any], at: int, name: str) -> Any:
+    return args[at] if at < len(args) else kwargs.get(name)
+
+
+def _put(args: list[Any], kwargs: dict[str, Any], at: int, name: str, value: Any) -> None:
+    if at < len(args):
+        args[at] = value
+    else:
+        kwargs[name] = value

@@ -1,10 +1,11 @@
 """The part of the vLLM engine that lives next to the model runner, inside vLLM's worker.
 
-It owns the ``BatchPlan`` (slot tables, banks, probe bank) and, before each forward, turns vLLM's
-batch layout into per-row slots and positions: ``input_batch.req_ids`` in batch order (after any
+It drives the ``BatchPlan`` whose tables the model's traced sites read (``injection``; the plan was
+allocated when the model was created) and, before each forward, writes vLLM's batch layout into them
+as per-row slots and positions: ``input_batch.req_ids`` in batch order (after any
 reorder), ``query_start_loc`` for the rows of each, and ``num_computed_tokens`` for where each
 request's rows start. Each request's slot is found through its ``SamplingParams.extra_args`` (our
-request id), never through vLLM's internal ids. The site ops of ``injection`` then apply the plan.
+request id), never through vLLM's internal ids.
 
 It also replaces the runner's sampler with the engines' shared per-request sampler (seeded by
 ``(seed, position)``, teacher forcing, logits on request), so a request's tokens do not depend on
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from interventions.plan import BatchPlan, Site
+from interventions.compiler import Site
 from interventions.sites import ModelShape
 from workers.engines import sampling
 from workers.engines.vllm import injection
@@ -41,6 +42,7 @@ class StepRecord:
     first_pos: np.ndarray  # [n] absolute position of each request's first row
     scores: Tensor | None
     lens: dict[Site, tuple[Tensor, Tensor]]
+    overflow: frozenset[str]  # requests whose reads did not fit this step's capture buffer
 
 
 @dataclass
@@ -57,24 +59,19 @@ class Runtime:
     """Plan, layout and sampler of one vLLM model runner (one engine).
 
     Args:
-        runner: vLLM's (V1) model runner.
-        key: the engine key the model's site ops were built with.
+        runner: vLLM's (V1) model runner, whose model was built with sites (``injection``).
         shape: the model's geometry.
-        max_requests: plan slots (vLLM's ``max_num_seqs``).
     """
 
-    def __init__(self, runner: Any, key: int, shape: ModelShape, max_requests: int) -> None:
+    def __init__(self, runner: Any, shape: ModelShape) -> None:
         self.runner = runner
-        self.key = key
         model = runner.get_model()
-        param = next(model.parameters())
-        self.device = param.device
+        self.plan = injection.plan_of(model)
+        self.plan.lens_fn = self._lens
+        self.device = self.plan.device
         self._norm = model.model.norm
         self._unembed = model.lm_head.weight
         self.vocab_size = shape.vocab_size
-        self.plan = BatchPlan(
-            shape, max_requests=max_requests, device=param.device, dtype=param.dtype, lens_fn=self._lens
-        )
         slots = self.plan.slots
         self.temperature = np.zeros(slots, dtype=np.float32)
         self.top_p = np.ones(slots, dtype=np.float32)
@@ -84,12 +81,9 @@ class Runtime:
         self.num_recording = 0
         self.top_logprobs: dict[int, int] = {}  # slot -> top_logprobs asked, for the requests asking
         self._tables: tuple[Tensor, ...] | None = None
-        # Activations to capture (patch sources): request id -> {site: [row chunks]}.
+        # Activations to capture (patch sources, collect): request id -> {site: [row chunks]}.
         self.captures: dict[str, dict[Site, list[Tensor]]] = {}
-        self._capture_rows: dict[Site, list[tuple[str, int, int]]] = {}
         self._key_of: dict[str, str | None] = {}
-        self._active = False
-        self.site_calls = 0  # ops that found work (a compiled model that skipped them would leave 0)
         self.forward_passes = 0
         self.last: StepRecord | None = None
         self.sampled: Sampled | None = None
@@ -99,10 +93,8 @@ class Runtime:
         self._original_forward: Callable[..., Any] = runner._model_forward
         runner._model_forward = self._model_forward
         runner._sample = self._sample
-        injection.register(key, self)
 
     def close(self) -> None:
-        injection.unregister(self.key)
         self.runner._model_forward = self._original_forward
 
     # ------------------------------------------------------------------ tables the core fills
@@ -145,24 +137,21 @@ class Runtime:
         self._sample_keys = keys
         self._sample_slots = torch.from_numpy(slots).to(self.device)
         self._sample_pos = torch.from_numpy(first_pos + counts).to(self.device)
-        active = len(plan) > 0 or bool(self.captures)
-        if active:
-            row_slot = np.zeros(rows, dtype=np.int64)
-            row_slot[:total] = np.repeat(slots, counts)
-            plan.begin_step(torch.from_numpy(row_slot).to(self.device), positions.long())
-            self._capture_rows = self._capture_layout(keys, starts)
-        self._active = active
+        # Every forward writes its layout (rows past the batch, CUDA-graph padding, get slot 0).
+        row_slot = np.zeros(rows, dtype=np.int64)
+        row_slot[:total] = np.repeat(slots, counts)
+        plan.begin_step(row_slot, positions, self._capture_layout(keys, starts))
         try:
             out = self._original_forward(**kwargs)
         finally:
-            self._active = False
-            reads = plan.end_step() if active else None
+            reads = plan.end_step()
         self.forward_passes += 1
-        scores = lens = None
-        if reads is not None:
-            scores = reads.scores.cpu() if reads.scores is not None else None
-            lens = {site: (ids.cpu(), probs.cpu()) for site, (ids, probs) in reads.lens.items()}
-        self.last = StepRecord(keys, starts, first_pos, scores, lens or {})
+        for key, sites in reads.captured.items():
+            for site, rows_ in sites.items():
+                self.captures[key][site].append(rows_)
+        scores = reads.scores.cpu() if reads.scores is not None else None
+        lens = {site: (ids.cpu(), probs.cpu()) for site, (ids, probs) in reads.lens.items()}
+        self.last = StepRecord(keys, starts, first_pos, scores, lens, reads.overflow)
         return out
 
     def _capture_layout(
@@ -176,45 +165,6 @@ class Runtime:
             for site in wanted or ():
                 out.setdefault(site, []).append((key, int(starts[i]), int(starts[i + 1])))  # type: ignore[arg-type]
         return out
-
-    # ------------------------------------------------------------------ the site ops
-    def _site_with_work(self, layer: int, point: int) -> Site | None:
-        """The site of an op call, if this step has anything to read, write or capture there."""
-        if not self._active:
-            return None
-        site = (layer, injection.POINTS[point])
-        if site not in self.plan.sites and site not in self._capture_rows:
-            return None
-        self.site_calls += 1
-        return site
-
-    def resid(self, hidden: Tensor, residual: Tensor, layer: int, point: int) -> None:
-        site = self._site_with_work(layer, point)
-        if site is None:
-            return
-        x = hidden + residual
-        out = self._apply(site, x)
-        if out is x:
-            return
-        # Only rows a lane changed are rewritten, as (new residual, 0); the others keep their split.
-        changed = (out != x).any(dim=-1, keepdim=True)
-        hidden.copy_(torch.where(changed, out, hidden))
-        residual.copy_(torch.where(changed, torch.zeros_like(residual), residual))
-
-    def act(self, x: Tensor, layer: int, point: int) -> None:
-        site = self._site_with_work(layer, point)
-        if site is None:
-            return
-        out = self._apply(site, x)
-        if out is not x:
-            x.copy_(out)
-
-    def _apply(self, site: Site, x: Tensor) -> Tensor:
-        for key, a, b in self._capture_rows.get(site, ()):
-            self.captures[key][site].append(x[a:b].detach().clone())
-        if site not in self.plan.sites:
-            return x
-        return self.plan.apply(site, x)
 
     def _lens(self, x: Tensor) -> Tensor:
         h = self._norm.forward_native(x)
