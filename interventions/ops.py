@@ -127,12 +127,14 @@ def apply_site(x: Tensor, t: WidthTables, site: int | Tensor, s: StepTables) -> 
     pos = s.row_pos[:n]
     # Reads on the incoming activation.
     rows = _pick(t.probe_rows, site)
-    scores = torch.addmm(t.probe_bias[rows], x.float(), t.probe_weight[rows].t())
-    s.scores[:n].index_copy_(1, t.probe_col[rows], scores)
+    scores = torch.addmm(
+        t.probe_bias.index_select(0, rows), x.float(), t.probe_weight.index_select(0, rows).t()
+    )
+    s.scores[:n].index_copy_(1, t.probe_col.index_select(0, rows), scores)
     t.capture.index_copy_(0, _pick(t.capture_dst, site)[:n], x)
     # The lanes' per-row coefficients, from their request's slot and the row's position.
-    ints = _pick(t.ints, site)[slot]  # [n, lanes, len(IntCol)]
-    floats = _pick(t.floats, site)[slot]
+    ints = _pick(t.ints, site).index_select(0, slot)  # [n, lanes, len(IntCol)]
+    floats = _pick(t.floats, site).index_select(0, slot)
     selected = position_mask(
         pos,
         ints[..., IntCol.POS_START],
@@ -151,18 +153,17 @@ def apply_site(x: Tensor, t: WidthTables, site: int | Tensor, s: StepTables) -> 
         ints[..., IntCol.GATE_MODE],
         s.scores[:n].gather(1, gate_col),
         s.prev_scores[slot[:, None], gate_col],
-        pos >= s.prompt_len[slot],
+        pos >= s.prompt_len.index_select(0, slot),
     )
     coef = floats[..., : FloatCol.GATE_THRESHOLD] * (selected & in_source & gate_open)[..., None]
-    for k in range(ints.shape[1]):  # the lane count is a static size
-        x = lane_update(
-            x,
-            coef[:, k],
-            t.bank[ints[:, k, IntCol.DIR]],
-            t.bank[ints[:, k, IntCol.MASK]],
-            t.bank[src_row[:, k]],
-        )
+    d_row, m_row = ints[..., IntCol.DIR], ints[..., IntCol.MASK]
+    for k in range(coef.shape[1]):  # the lane count is a static size
+        x = lane_update(x, coef[:, k], t.bank[d_row[:, k]], t.bank[m_row[:, k]], t.bank[src_row[:, k]])
     return x
+
+
+def _rows(table: Tensor, index: Tensor) -> Tensor:
+    return table.index_select(0, index)  # cheaper than advanced indexing for one dimension
 
 
 def _pick(table: Tensor, site: int | Tensor) -> Tensor:

@@ -566,19 +566,17 @@ class BatchPlan:
         patch_sources: Mapping[int, Tensor] | None,
     ) -> None:
         width = self._width_at(lane.site)
-        i = width.index[lane.site]
-        k = int(width.slot_lanes[i, slot])
         bank_keys: list[str] = []
         if pos[3] and not self._free_lists:
             raise PlanFull(f"all {self.capacity.lists - 1} position lists are in use")
         try:
-            self._fill_lane(slot, rec, lane, pos, patch_sources, width, i, k, bank_keys)
+            self._fill_lane(slot, rec, lane, pos, patch_sources, width, bank_keys)
         except ValueError:
             for key in bank_keys:  # a table filled up half way: give back what this lane took
                 width.bank.release(key)
             raise
 
-    def _fill_lane(
+    def _fill_lane(  # the lane's rows and columns; what it acquired is listed in bank_keys
         self,
         slot: int,
         rec: _SlotRecord,
@@ -586,10 +584,10 @@ class BatchPlan:
         pos: tuple[int, int, int, list[int]],
         patch_sources: Mapping[int, Tensor] | None,
         width: _Width,
-        i: int,
-        k: int,
         bank_keys: list[str],
     ) -> None:
+        i = width.index[lane.site]
+        k = int(width.slot_lanes[i, slot])
         ints = np.zeros(N_INT, dtype=np.int64)
 
         def row(key: str, values: Tensor) -> int:

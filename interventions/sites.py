@@ -12,19 +12,19 @@ Points, for decoder layer ``L``:
 * ``resid_post``: the residual stream leaving layer ``L`` (the layer's output). This equals
   ``output_hidden_states[L + 1]``, except for the last layer: transformers puts the *final-normed*
   state there, while ``resid_post`` of the last layer is the state before the final norm.
-* ``attn_out``: the output of the attention module, i.e. what the layer adds to the residual stream.
-  Gemma2 is the exception: its layer normalizes that output (``post_attention_layernorm``) before
-  adding it, and ``attn_out`` is the attention output *before* that norm (as in vLLM's Gemma2).
-* ``mlp_out``: the output of the MLP module (what is added to the residual). For Gemma2 likewise the
-  output before ``post_feedforward_layernorm``.
+* ``attn_out``: what the attention branch adds to the residual stream: the attention module's
+  output, or, in families that normalize it before adding it (Gemma 2/3, OLMo 2), the output of
+  that norm (``post_attention_layernorm``).
+* ``mlp_out``: what the MLP branch adds: the MLP's output, or the output of its post-norm
+  (``post_feedforward_layernorm``) in those families. In GPT-NeoX's parallel residual, each branch.
 * ``mlp_act``: the MLP's post-activation neurons, the input of its down projection: ``act(gate) * up``
   for the gated families (``mlp.down_proj``), ``act(c_fc(x))`` for GPT-2 (``mlp.c_proj``) and
   ``act(dense_h_to_4h(x))`` for GPT-NeoX (``mlp.dense_4h_to_h``). Its width is the MLP size.
 
 Every other point has width ``hidden_size``.
 
-Families: llama, mistral, qwen2, qwen3, gemma, gemma2 (``model.layers``, ``self_attn``, ``mlp.down_proj``,
-``model.norm``, ``lm_head``), gpt2 (``transformer.h``, ``attn``, ``mlp.c_proj``, ``transformer.ln_f``)
+Families: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, phi3, olmo2 (``model.layers``,
+``self_attn``, ``mlp.down_proj``, ``model.norm``, ``lm_head``), gpt2 (``transformer.h``, ``attn``, ``mlp.c_proj``, ``transformer.ln_f``)
 and gpt_neox (``gpt_neox.layers``, ``attention``, ``mlp.dense_4h_to_h``, ``gpt_neox.final_layer_norm``).
 Adapters accept the causal-LM model or its bare base model (``logit_lens`` needs the LM head).
 """
@@ -48,12 +48,15 @@ __all__ = [
     "GPT2Adapter",
     "GPTNeoXAdapter",
     "Gemma2Adapter",
+    "Gemma3TextAdapter",
     "GemmaAdapter",
     "HookKind",
     "LlamaAdapter",
     "MistralAdapter",
     "ModelAdapter",
     "ModelShape",
+    "Olmo2Adapter",
+    "Phi3Adapter",
     "Point",
     "Qwen2Adapter",
     "Qwen3Adapter",
@@ -141,6 +144,10 @@ class ModelAdapter:
     _mlp_attr: ClassVar[str] = "mlp"
     # The MLP's down projection; its input is ``mlp_act``.
     _down_attr: ClassVar[str] = "down_proj"
+    # Families that normalize a branch's output before adding it to the residual stream: the norms
+    # whose outputs are ``attn_out`` / ``mlp_out`` (what the branch adds).
+    _attn_out_norm: ClassVar[str | None] = None
+    _mlp_out_norm: ClassVar[str | None] = None
     # Unembedding attribute names on the causal-LM wrapper, tried in order.
     _unembed_attrs: ClassVar[tuple[str, ...]] = ("lm_head",)
 
@@ -220,9 +227,9 @@ class ModelAdapter:
         elif point == "resid_post":
             module, hook = block, "output"
         elif point == "attn_out":
-            module, hook = getattr(block, self._attn_attr), "output"
+            module, hook = getattr(block, self._attn_out_norm or self._attn_attr), "output"
         elif point == "mlp_out":
-            module, hook = getattr(block, self._mlp_attr), "output"
+            module, hook = getattr(block, self._mlp_out_norm or self._mlp_attr), "output"
         else:  # mlp_act
             module, hook = getattr(getattr(block, self._mlp_attr), self._down_attr), "input"
         return SiteRef(layer=index, point=point, module=module, hook=hook, width=self.width(point))
@@ -285,11 +292,13 @@ class GemmaAdapter(LlamaAdapter):
 class Gemma2Adapter(LlamaAdapter):
     """Gemma2: Llama layout plus post-attention/post-MLP norms and final logit softcapping.
 
-    ``attn_out`` / ``mlp_out`` are the attention / MLP outputs *before* ``post_attention_layernorm`` /
-    ``post_feedforward_layernorm`` (the layer adds the normed versions to the residual stream).
+    ``attn_out`` / ``mlp_out`` are what the branches add to the residual stream: the outputs of
+    ``post_attention_layernorm`` / ``post_feedforward_layernorm`` (as in vLLM's Gemma2).
     """
 
     model_type = "gemma2"
+    _attn_out_norm = "post_attention_layernorm"
+    _mlp_out_norm = "post_feedforward_layernorm"
 
     def logit_lens(self, h: Tensor) -> Tensor:
         """Final norm, unembedding, then ``final_logit_softcapping`` when the config sets it.
@@ -303,6 +312,27 @@ class Gemma2Adapter(LlamaAdapter):
             # Same op order as Gemma2ForCausalLM, so the result matches its logits bit for bit.
             logits = torch.tanh(logits / cap) * cap
         return logits
+
+
+class Gemma3TextAdapter(Gemma2Adapter):
+    """Gemma 3 (text): laid out like Gemma2 (post-norms, optional final softcapping)."""
+
+    model_type = "gemma3_text"
+
+
+class Phi3Adapter(LlamaAdapter):
+    """Phi-3: laid out like Llama (fused ``qkv_proj`` and ``gate_up_proj`` inside the modules)."""
+
+    model_type = "phi3"
+
+
+class Olmo2Adapter(LlamaAdapter):
+    """OLMo 2: Llama layout with post-norms only (no input norms): ``attn_out`` / ``mlp_out`` are the
+    outputs of ``post_attention_layernorm`` / ``post_feedforward_layernorm``."""
+
+    model_type = "olmo2"
+    _attn_out_norm = "post_attention_layernorm"
+    _mlp_out_norm = "post_feedforward_layernorm"
 
 
 class GPT2Adapter(ModelAdapter):
@@ -350,6 +380,9 @@ ADAPTERS: Mapping[str, type[ModelAdapter]] = {
         Qwen3Adapter,
         GemmaAdapter,
         Gemma2Adapter,
+        Gemma3TextAdapter,
+        Phi3Adapter,
+        Olmo2Adapter,
         GPT2Adapter,
         GPTNeoXAdapter,
     )

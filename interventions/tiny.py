@@ -33,11 +33,11 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     GenerationConfig,
-    LlamaConfig,
-    LlamaForCausalLM,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
@@ -49,6 +49,7 @@ __all__ = [
     "CHAT_TEMPLATE",
     "DEFAULT",
     "EOS_TOKEN",
+    "FAMILIES",
     "IM_START_TOKEN",
     "INIT_SCALE",
     "PAD_TOKEN",
@@ -76,7 +77,6 @@ INIT_SCALE = 1.6
 # round-off (which differs with the batch's shape in the BLAS kernels) grows with it. Small writes
 # keep activations O(1), so logits and probe reads of one request agree across batch mixes to ~1e-6.
 RESIDUAL_WRITE_SCALE = 0.25
-_RESIDUAL_WRITERS = ("o_proj.weight", "down_proj.weight")
 # fp32 matmuls on the CPU round differently with the batch's shape (MKL picks other kernels), so one
 # request's logits move by ~2e-6 *relative* when its neighbours change. docs/design.md §4 compares logits
 # within 1e-5 absolute: a smaller unembedding (logit std ~0.5 instead of ~1.6) keeps that round-off
@@ -159,6 +159,37 @@ History, science, art and music: each tells us something about the world and abo
 """
 
 
+# The decoder families a tiny model can be built in (docs/design.md §5: the engines instrument
+# each by structure), with what their configs need beyond the common sizes.
+FAMILIES: dict[str, dict[str, object]] = {
+    "llama": {},
+    "mistral": {"sliding_window": None},
+    "qwen2": {},
+    "qwen3": {},
+    # No attention softcapping: transformers runs continuous batching on SDPA, which ignores it (vLLM
+    # applies it), so the two engines differ on a Gemma 2 that sets it (docs/vllm-notes.md).
+    "gemma2": {
+        "query_pre_attn_scalar": 32,
+        "sliding_window": 16,
+        "final_logit_softcapping": 30.0,
+        "attn_logit_softcapping": None,
+    },
+    "gemma3_text": {"query_pre_attn_scalar": 32, "sliding_window": 16},
+    "phi3": {},
+    "olmo2": {},
+    "gpt2": {},
+    "gpt_neox": {"use_parallel_residual": True, "rotary_pct": 0.5},
+}
+# Names of the projections that write into the residual stream, in every family.
+_RESIDUAL_WRITERS = (
+    "o_proj.weight",
+    "down_proj.weight",
+    "c_proj.weight",
+    "dense.weight",
+    "dense_4h_to_h.weight",
+)
+
+
 @dataclass(frozen=True)
 class TinySpec:
     """Shape and seed of a tiny Llama.
@@ -174,6 +205,8 @@ class TinySpec:
             embedded corpus yields at most 581 tokens, so a larger value only adds unused rows.
         max_position_embeddings: Longest sequence the model accepts.
         seed: Seed of the weight init.
+        family: ``config.model_type`` of the architecture (``FAMILIES``): the same sizes in another
+            decoder family, for the per-family engine tests.
     """
 
     hidden_size: int = 64
@@ -184,6 +217,7 @@ class TinySpec:
     vocab_size: int = 512
     max_position_embeddings: int = 2048
     seed: int = 0
+    family: str = "llama"
 
     def __post_init__(self) -> None:
         if self.num_heads <= 0 or self.hidden_size % self.num_heads:
@@ -194,6 +228,8 @@ class TinySpec:
             raise ValueError(
                 f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}"
             )
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown family {self.family!r}; known: {', '.join(FAMILIES)}")
         if self.vocab_size <= 256 + len(SPECIAL_TOKENS):
             raise ValueError(
                 f"vocab_size {self.vocab_size} must exceed the 256 byte tokens + {len(SPECIAL_TOKENS)} special tokens"
@@ -211,9 +247,10 @@ class TinySpec:
 
     def key(self) -> str:
         """Short stable hash of the fields and of the build recipe, used in the cache path."""
-        payload = json.dumps(
-            {"recipe": RECIPE_VERSION, **dataclasses.asdict(self)}, sort_keys=True, separators=(",", ":")
-        )
+        fields = dataclasses.asdict(self)
+        if self.family == "llama":
+            del fields["family"]  # the keys of Llama directories built before families existed
+        payload = json.dumps({"recipe": RECIPE_VERSION, **fields}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -229,7 +266,7 @@ def cache_root() -> Path:
 
 
 def _model_dir(spec: TinySpec, root: Path | None) -> Path:
-    return (root if root is not None else cache_root()) / "tiny" / f"llama-{spec.key()}"
+    return (root if root is not None else cache_root()) / "tiny" / f"{spec.family}-{spec.key()}"
 
 
 def _train_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
@@ -264,46 +301,75 @@ def _train_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
     )
 
 
-def _build_model(spec: TinySpec, bos_id: int, eos_id: int, pad_id: int) -> LlamaForCausalLM:
-    """Create the model and give it seeded weights.
-
-    Args:
-        spec: Shape and seed.
-        bos_id: Begin-of-sequence token id.
-        eos_id: End-of-sequence token id (``<|im_end|>``, so chats stop after the assistant's turn).
-        pad_id: Padding token id.
-    """
-    config = LlamaConfig(
+def _config(spec: TinySpec, bos_id: int, eos_id: int, pad_id: int) -> PretrainedConfig:
+    special = {
+        "bos_token_id": bos_id,
+        "eos_token_id": eos_id,
+        "pad_token_id": pad_id,
+        "tie_word_embeddings": False,
+    }
+    if spec.family == "gpt2":
+        return AutoConfig.for_model(
+            "gpt2",
+            vocab_size=spec.vocab_size,
+            n_embd=spec.hidden_size,
+            n_inner=spec.intermediate_size,
+            n_layer=spec.num_layers,
+            n_head=spec.num_heads,
+            n_positions=spec.max_position_embeddings,
+            initializer_range=spec.init_std,
+            **special,
+        )
+    # GPT-NeoX has neither grouped-query attention nor a head_dim setting.
+    heads = (
+        {}
+        if spec.family == "gpt_neox"
+        else {"num_key_value_heads": spec.num_kv_heads, "head_dim": spec.head_dim}
+    )
+    return AutoConfig.for_model(
+        spec.family,
         vocab_size=spec.vocab_size,
         hidden_size=spec.hidden_size,
         intermediate_size=spec.intermediate_size,
         num_hidden_layers=spec.num_layers,
         num_attention_heads=spec.num_heads,
-        num_key_value_heads=spec.num_kv_heads,
-        head_dim=spec.head_dim,
+        **heads,
         max_position_embeddings=spec.max_position_embeddings,
         initializer_range=spec.init_std,
-        bos_token_id=bos_id,
-        eos_token_id=eos_id,
-        pad_token_id=pad_id,
-        tie_word_embeddings=False,
+        **FAMILIES[spec.family],
+        **special,
     )
+
+
+def _build_model(spec: TinySpec, bos_id: int, eos_id: int, pad_id: int) -> PreTrainedModel:
+    """Create the model and give it seeded weights.
+
+    Args:
+        spec: Shape, family and seed.
+        bos_id: Begin-of-sequence token id.
+        eos_id: End-of-sequence token id (``<|im_end|>``, so chats stop after the assistant's turn).
+        pad_id: Padding token id.
+    """
+    config = _config(spec, bos_id, eos_id, pad_id)
+    config.tie_word_embeddings = spec.family.startswith("gemma")  # some configs drop the keyword
+    # Gemma's norms scale by (1 + weight): their neutral weight is 0.
+    neutral_norm = 0.0 if spec.family.startswith("gemma") else 1.0
     # fork_rng: seeding must not disturb the caller's global RNG state (tests, samplers).
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
-        model = LlamaForCausalLM(config)
+        model = AutoModelForCausalLM.from_config(config)
         # Overwrite every parameter ourselves, in name order, from one generator: the bytes then
         # depend only on the spec, never on how a transformers release happens to order its init.
         generator = torch.Generator().manual_seed(spec.seed)
         with torch.no_grad():
             for name, param in sorted(model.named_parameters()):
-                if name.endswith("norm.weight"):
-                    param.fill_(1.0)
-                elif name.endswith(".bias"):
+                if name.endswith(".bias"):
                     param.zero_()
+                elif param.ndim == 1:  # a norm's weight
+                    param.fill_(neutral_norm)
                 else:
                     std = spec.init_std * (RESIDUAL_WRITE_SCALE if name.endswith(_RESIDUAL_WRITERS) else 1.0)
-                    std *= UNEMBED_SCALE if name == "lm_head.weight" else 1.0
+                    std *= UNEMBED_SCALE if name in ("lm_head.weight", "embed_out.weight") else 1.0
                     param.normal_(0.0, std, generator=generator)
     model.generation_config = GenerationConfig(bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=pad_id)
     return model.eval()

@@ -86,3 +86,26 @@ def vllm_core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         os.environ.pop("VLLM_CACHE_ROOT", None)
     else:
         os.environ["VLLM_CACHE_ROOT"] = previous
+
+
+@pytest.fixture(scope="session")
+def vllm_family() -> Any:
+    """Builds an eager vLLM engine core on a tiny model directory of any family (the family tests)."""
+    from transformers import AutoTokenizer
+
+    from workers.engines.vllm.core import VLLMEngineCore
+
+    def build(path: Path) -> Any:
+        return VLLMEngineCore(
+            str(path),
+            AutoTokenizer.from_pretrained(path),
+            model_name="tiny",
+            max_requests=8,
+            max_batch_tokens=32,
+            max_model_len=256,
+            kv_cache_bytes=16 << 20,
+            enforce_eager=True,
+            dtype="float32",
+        )
+
+    return build

@@ -13,11 +13,14 @@ from transformers import (
     BertConfig,
     BertModel,
     Gemma2Config,
+    Gemma3TextConfig,
     GemmaConfig,
     GPT2Config,
     GPTNeoXConfig,
     LlamaConfig,
     MistralConfig,
+    Olmo2Config,
+    Phi3Config,
     PretrainedConfig,
     Qwen2Config,
     Qwen3Config,
@@ -62,6 +65,9 @@ CONFIGS: dict[str, Callable[[], PretrainedConfig]] = {
     "qwen3": lambda: Qwen3Config(**_LLAMA_LIKE),
     "gemma": lambda: GemmaConfig(**_LLAMA_LIKE),
     "gemma2": lambda: Gemma2Config(**_LLAMA_LIKE, final_logit_softcapping=SOFTCAP),
+    "gemma3_text": lambda: Gemma3TextConfig(**_LLAMA_LIKE),
+    "phi3": lambda: Phi3Config(**_LLAMA_LIKE, pad_token_id=0),
+    "olmo2": lambda: Olmo2Config(**_LLAMA_LIKE),
     "gpt2": lambda: GPT2Config(
         n_embd=HIDDEN,
         n_layer=NUM_LAYERS,
@@ -128,6 +134,9 @@ def test_all_families_are_supported() -> None:
         "qwen3",
         "gemma",
         "gemma2",
+        "gemma3_text",
+        "phi3",
+        "olmo2",
         "gpt2",
         "gpt_neox",
     )
@@ -249,11 +258,14 @@ def test_sites_resolve_to_the_family_modules(name: str) -> None:
         "gpt_neox": ("attention", "dense_4h_to_h"),
         "gpt_neox_sequential": ("attention", "dense_4h_to_h"),
     }.get(name, ("self_attn", "down_proj"))
+    # Families with post-norms add the normed branch outputs: those are attn_out / mlp_out.
+    post_norms = name in ("gemma2", "gemma3_text", "olmo2")
+    attn_out = block.post_attention_layernorm if post_norms else getattr(block, attn_name)
     expected = {
         "resid_pre": (block, "input"),
         "resid_post": (block, "output"),
-        "attn_out": (getattr(block, attn_name), "output"),
-        "mlp_out": (block.mlp, "output"),
+        "attn_out": (attn_out, "output"),
+        "mlp_out": (block.post_feedforward_layernorm if post_norms else block.mlp, "output"),
         "mlp_act": (getattr(block.mlp, down_name), "input"),
     }
     for point, (module, hook) in expected.items():
@@ -338,7 +350,7 @@ def test_unknown_point_is_rejected() -> None:
         adapter.width("logits")
 
 
-_SUPPORTED_TEXT = "supported model types: llama, mistral, qwen2, qwen3, gemma, gemma2, gpt2, gpt_neox"
+_SUPPORTED_TEXT = "supported model types: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, phi3, olmo2, gpt2, gpt_neox"
 
 
 def test_bert_is_an_unsupported_architecture() -> None:

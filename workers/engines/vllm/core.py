@@ -38,7 +38,7 @@ from torch import Tensor
 
 from interventions.compiler import Site
 from interventions.plan import Capacity
-from interventions.sites import POINTS, ModelShape
+from interventions.sites import POINTS, ModelShape, shape_from_config
 from workers.engines.base import (
     EngineInfo,
     Event,
@@ -173,14 +173,8 @@ class VLLMEngineCore(SteppedCore[_Live]):
                 debug_dump_path=Path(debug_dump_path),
             )
         self.engine = LLMEngine.from_engine_args(args)
-        config = self.engine.vllm_config.model_config.hf_config
-        self.shape = ModelShape(
-            model_type=str(config.model_type),
-            num_layers=int(config.num_hidden_layers),
-            hidden_size=int(config.hidden_size),
-            mlp_size=int(config.intermediate_size),
-            vocab_size=int(config.vocab_size),
-        )
+        config = self.engine.vllm_config.model_config.hf_text_config
+        self.shape = shape_from_config(config)
         self.max_context = max_model_len
         self.compiled = not enforce_eager
         self.engine.collective_rpc(_attach, args=(self.key, self.shape))

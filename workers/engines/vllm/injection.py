@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from interventions import ops
 from interventions.compiler import Site
 from interventions.plan import BatchPlan, Capacity
-from interventions.sites import ModelShape
+from interventions.sites import shape_from_config
 
 CONFIG_KEY = "steerlab"
 _ATTENTION = ("self_attn", "attn", "attention")
@@ -92,22 +92,12 @@ def install() -> None:
     BaseModelLoader.create_model = create_model
 
 
-def shape_of(hf_config: Any) -> ModelShape:
-    return ModelShape(
-        model_type=str(hf_config.model_type),
-        num_layers=int(hf_config.num_hidden_layers),
-        hidden_size=int(hf_config.hidden_size),
-        mlp_size=int(getattr(hf_config, "intermediate_size", 0) or 4 * int(hf_config.hidden_size)),
-        vocab_size=int(hf_config.vocab_size),
-    )
-
-
 def instrument(model: nn.Module, vllm_config: Any, settings: dict[str, Any]) -> BatchPlan:
     """Allocate the plan's tables and hook every decoder layer's sites (before the first forward)."""
     fields = dict(settings["capacity"])
     fields["points"] = tuple(fields["points"])
     model_config = vllm_config.model_config
-    shape = shape_of(model_config.hf_text_config)
+    shape = shape_from_config(model_config.hf_text_config)
     param = next(model.parameters())
     plan = BatchPlan(shape, Capacity(**fields), device=param.device, dtype=model_config.dtype)
     buffers = SiteBuffers(plan)
@@ -131,6 +121,17 @@ def decoder_layers(model: nn.Module, num_layers: int) -> list[nn.Module]:
         f"{type(model).__name__}: no list of {num_layers} decoder layers with an attention module "
         f"({', '.join(_ATTENTION)}); interventions cannot run on this model"
     )
+
+
+_FINAL_NORMS = ("norm", "ln_f", "final_layer_norm", "final_norm")
+
+
+def final_norm(model: nn.Module) -> nn.Module:
+    """The norm applied after the last decoder layer: the last module of the model with such a name."""
+    found = [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] in _FINAL_NORMS]
+    if not found:
+        raise RuntimeError(f"{type(model).__name__}: no final norm ({', '.join(_FINAL_NORMS)}) found")
+    return found[-1]
 
 
 def _child(module: nn.Module, names: tuple[str, ...]) -> nn.Module | None:

@@ -69,8 +69,8 @@ class Runtime:
         self.plan = injection.plan_of(model)
         self.plan.lens_fn = self._lens
         self.device = self.plan.device
-        self._norm = model.model.norm
-        self._unembed = model.lm_head.weight
+        self._model = model
+        self._norm = injection.final_norm(model)
         self.vocab_size = shape.vocab_size
         slots = self.plan.slots
         self.temperature = np.zeros(slots, dtype=np.float32)
@@ -167,8 +167,11 @@ class Runtime:
         return out
 
     def _lens(self, x: Tensor) -> Tensor:
-        h = self._norm.forward_native(x)
-        return torch.nn.functional.linear(h, self._unembed[: self.vocab_size])
+        # The final norm (its reference implementation, as transformers computes it), then the
+        # model's own logits: unembedding and any final softcapping.
+        norm = getattr(self._norm, "forward_native", self._norm)
+        logits = self._model.compute_logits(norm(x))
+        return logits[:, : self.vocab_size]
 
     # ------------------------------------------------------------------ sampling
     def _sample(self, logits: Tensor, spec_decode_metadata: Any = None) -> Any:
