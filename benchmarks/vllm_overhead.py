@@ -8,8 +8,9 @@ all requests joining at step 0:
 * ``stock``: vLLM itself, in a process that never imports Steerlab (``_stock_vllm.py``);
 * ``idle``: Steerlab's engine (``VLLMEngineCore``: its site ops compiled in, its sampler) with no
   interventions;
-* ``steered``: Steerlab's engine, each request with its own recipe of 1 steer + 4 probes spread
-  over the layers, reads streamed for every token (the last token's read takes one more forward).
+* ``steered``: Steerlab's engine, each request with its own recipe of 1 steer + 4 probes, spread
+  over all layers (request i steers layer i mod L and probes the next four), reads streamed for
+  every token (the last token's read takes one more forward).
 
 Two groups: 32 requests (stock, idle, steered) and 256 requests (stock, steered). Within a group
 the processes step in lockstep (one step of each in rotation, the order turning, each step timed in
@@ -40,6 +41,7 @@ from typing import Any
 from _workload import random_prompts, steer_and_probe_recipes
 
 from interventions.compiler import CompiledRecipe
+from interventions.plan import Capacity
 from interventions.tiny import BENCH, build_tiny
 from workers.engines.base import GenerationRequest, ReadEvent, SamplingParams, TokenEvent
 
@@ -74,8 +76,10 @@ def _engine_process(conn: Connection, settings: dict[str, Any], steered: bool) -
         enforce_eager=settings["eager"],
         dtype="float32",
         prefix_caching=False,
+        # Room for every request's 4 probes (spread over the layers: 4n / L per site).
+        capacity=Capacity(probes_per_site=max(16, 4 * n // 8), probe_rows=4 * n + 1),
     )
-    recipes = steer_and_probe_recipes(core.shape, n).recipes
+    recipes = steer_and_probe_recipes(core.shape, n, spread=True).recipes
     batch = random_prompts(n, plen)
     conn.send("ready")
     while True:

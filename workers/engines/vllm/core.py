@@ -21,6 +21,7 @@ in-process with the single-process executor so that the plan lives beside the mo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import logging
@@ -111,6 +112,8 @@ class VLLMEngineCore(SteppedCore[_Live]):
         dtype: model dtype ("auto": the checkpoint's).
         prefix_caching: share KV between requests with the same prefix and intervention history.
         points: the points compiled into the model (None: all); requests elsewhere are refused.
+        capacity: the intervention tables' other sizes (lanes, banks, probes, captures); its
+            ``max_rows``, ``max_requests`` and ``points`` are this engine's.
         debug_dump_path: where vLLM dumps the graphs it compiles (``compilation_config``).
         min_step_time: seconds; a step never returns sooner (tests that act during a generation).
     """
@@ -131,6 +134,7 @@ class VLLMEngineCore(SteppedCore[_Live]):
         prefix_caching: bool = True,
         min_step_time: float = 0.0,
         points: Sequence[str] | None = None,
+        capacity: Capacity | None = None,
         debug_dump_path: str | None = None,
     ) -> None:
         configure_environment()
@@ -142,7 +146,8 @@ class VLLMEngineCore(SteppedCore[_Live]):
         self.min_step_time = min_step_time
         self.max_requests = max_requests
         self.key = next(_keys)
-        capacity = Capacity(
+        capacity = dataclasses.replace(
+            capacity or Capacity(),
             max_rows=max_batch_tokens,
             max_requests=max_requests,
             points=tuple(points) if points is not None else POINTS,
