@@ -22,6 +22,10 @@ space := $(empty) $(empty)
 MISSING_TIERS = $(filter-out $(wildcard $(TEST_TIERS)),$(TEST_TIERS))
 TIER_MARKERS = $(subst $(space), or ,$(strip $(notdir $(TEST_TIERS))))
 
+# The family tests build and close one vLLM engine per family; vLLM's parallel groups are global to
+# a process, so they run in a pytest process of their own, beside the session's compiled engine.
+FAMILY_TESTS := tests/engines/test_families.py
+
 BENCH_LOG := /tmp/steerlab-bench-$(shell date +%Y%m%d-%H%M%S).log
 
 .PHONY: install test lint bench schema openapi demo clean frontend browser
@@ -85,7 +89,11 @@ test: install frontend browser
 	  args=(tests -m "$(TIER_MARKERS)"); \
 	fi; \
 	echo "==> HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE)"; \
-	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(PY) -m pytest "$${args[@]}" -p no:cacheprovider $(PYTEST_ARGS)
+	status=0; \
+	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(PY) -m pytest "$${args[@]}" --ignore=$(FAMILY_TESTS) -p no:cacheprovider $(PYTEST_ARGS) || status=$$?; \
+	echo "==> model families on both engines (own process: vLLM keeps one parallel state per process)"; \
+	$(PY) -m pytest $(FAMILY_TESTS) -p no:cacheprovider $(PYTEST_ARGS) || status=$$?; \
+	exit $$status
 
 # ------------------------------------------------------------------------------------------
 # Lint: every check runs; the target fails if any failed.

@@ -6,6 +6,10 @@ For each family: a plain request on the transformers engine reproduces transform
 recipes that write at every point, read at every point (probes, lens, gates) and patch, ablate and
 clamp agree between the two engines by the comparison rule. The vLLM engines here run eager (one
 per family, built once per module); the compiled graph is checked on Llama in test_vllm_engine.py.
+
+``make test`` runs this file in a pytest process of its own: vLLM's parallel groups are global to a
+process, and closing one family's engine tore them down under the session's compiled engine
+("pipeline model parallel group is not initialized").
 """
 
 from __future__ import annotations
