@@ -54,10 +54,7 @@ def vllm_core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     are compiled in. Small batches (32 tokens), so long prompts are prefilled in chunks that share
     steps with other requests' decodes.
     """
-    from transformers import AutoTokenizer
-
     from interventions.tiny import build_tiny
-    from workers.engines.vllm.core import VLLMEngineCore
 
     previous = os.environ.get("VLLM_CACHE_ROOT")
     os.environ["VLLM_CACHE_ROOT"] = str(tmp_path_factory.mktemp("vllm-cache"))
@@ -68,17 +65,8 @@ def vllm_core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     graphs = tmp_path_factory.mktemp("vllm-graphs")
     with depyf.prepare_debug(str(graphs)):
-        core = VLLMEngineCore(
-            str(path),
-            AutoTokenizer.from_pretrained(path),
-            model_name="tiny",
-            max_requests=16,
-            max_batch_tokens=32,
-            max_model_len=512,
-            kv_cache_bytes=64 << 20,
-            enforce_eager=False,
-            dtype="float32",
-            debug_dump_path=str(graphs),
+        core = _tiny_vllm(
+            path, max_requests=16, max_model_len=512, kv_cache_bytes=64 << 20, debug_dump_path=str(graphs)
         )
     yield core
     core.close()
@@ -91,21 +79,26 @@ def vllm_core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def vllm_family() -> Any:
     """Builds an eager vLLM engine core on a tiny model directory of any family (the family tests)."""
+
+    def build(path: Path) -> Any:
+        return _tiny_vllm(
+            path, max_requests=8, max_model_len=256, kv_cache_bytes=16 << 20, enforce_eager=True
+        )
+
+    return build
+
+
+def _tiny_vllm(path: Path, **settings: Any) -> Any:
+    """A vLLM engine core on a tiny model directory: float32, 32-token batches (long prompts chunk)."""
     from transformers import AutoTokenizer
 
     from workers.engines.vllm.core import VLLMEngineCore
 
-    def build(path: Path) -> Any:
-        return VLLMEngineCore(
-            str(path),
-            AutoTokenizer.from_pretrained(path),
-            model_name="tiny",
-            max_requests=8,
-            max_batch_tokens=32,
-            max_model_len=256,
-            kv_cache_bytes=16 << 20,
-            enforce_eager=True,
-            dtype="float32",
-        )
-
-    return build
+    return VLLMEngineCore(
+        str(path),
+        AutoTokenizer.from_pretrained(path),
+        model_name="tiny",
+        max_batch_tokens=32,
+        dtype="float32",
+        **settings,
+    )

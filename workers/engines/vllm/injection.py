@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+import interventions.plan as plan_module
 from interventions import ops
 from interventions.compiler import Site
 from interventions.plan import BatchPlan, Capacity
@@ -47,7 +48,7 @@ _DOWN = ("down_proj", "c_proj", "dense_4h_to_h", "fc2")
 def _code_hash() -> str:
     # The compiled graph depends on this code and the ops it traces: part of vLLM's cache key.
     h = hashlib.sha256()
-    for module in (ops, __import__("interventions.plan", fromlist=["x"])):
+    for module in (ops, plan_module):
         h.update(Path(module.__file__ or "").read_bytes())
     h.update(Path(__file__).read_bytes())
     return h.hexdigest()[:16]
